@@ -1,0 +1,300 @@
+//! Wiring: starts the parts a mode needs and stops them in order.
+//!
+//! Shutdown runs in two phases. First the intake stops: the HTTP server finishes its requests
+//! and the worker stops consuming and settles what it holds. Then the background parts stop: the
+//! relay flushes the outbox (which the last requests may have filled), callbacks pause, and the
+//! broker and store connections close.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use tokio::{net::TcpListener, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    backoff,
+    broker::{Broker, Topology},
+    cache::UserCache,
+    callbacks::AllowList,
+    config::{Config, Mode, PublishStrategy},
+    dispatch::Dispatcher,
+    http::{self, ApiState, OpsState, Tokens},
+    metrics,
+    model::now_ms,
+    publisher::Publisher,
+    relay::Relay,
+    store::Store,
+    worker::{Processor, Worker},
+};
+
+/// A started process: its HTTP address and the handles to stop it.
+pub struct Running {
+    pub http_addr: SocketAddr,
+    intake: CancellationToken,
+    background: CancellationToken,
+    intake_parts: JoinSet<&'static str>,
+    background_parts: JoinSet<&'static str>,
+    broker: Broker,
+    store: Store,
+    shutdown_timeout: Duration,
+}
+
+/// Starts `mode` with `config`; returns once every part runs.
+pub async fn start(config: Config, mode: Mode) -> anyhow::Result<Running> {
+    config.validate()?;
+    tracing::info!(?mode, config = ?config, "starting");
+    metrics::handle();
+    let tuning = &config.tuning;
+    let intake = CancellationToken::new();
+    let background = CancellationToken::new();
+
+    let store = Store::connect(&config.database_url, tuning.connect_timeout)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the store at {}",
+                crate::config::redact_url(&config.database_url)
+            )
+        })?;
+    let topology = Topology {
+        prefix: config.prefix.clone(),
+        queue_type: config.strategies.queue_type,
+        retry_delays: tuning.retry_delays.clone(),
+    };
+    let name = format!("reference-{}-{}", config.prefix, mode_name(mode));
+    let broker = Broker::connect(
+        &config.amqp_url,
+        &name,
+        topology,
+        tuning.connect_timeout,
+        background.clone(),
+    )
+    .await?;
+    let redis = connect_redis(&config).await?;
+    let addr = config.http_addr_for(mode);
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (--http-addr)"))?;
+    let http_addr = listener.local_addr()?;
+
+    let mut running = Running {
+        http_addr,
+        intake,
+        background,
+        intake_parts: JoinSet::new(),
+        background_parts: JoinSet::new(),
+        broker: broker.clone(),
+        store: store.clone(),
+        shutdown_timeout: tuning.shutdown_timeout,
+    };
+    let ops = OpsState {
+        store: store.clone(),
+        broker: broker.clone(),
+        redis: redis.clone(),
+        broker_required: mode.runs_worker() || config.strategies.publish != PublishStrategy::Outbox,
+    };
+    let router = if mode.runs_api() {
+        running.start_api(&config, &store, &broker, redis.clone(), ops)
+    } else {
+        http::worker_router(ops, tuning)
+    };
+    let stop = running.intake.clone();
+    running.intake_parts.spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+        "http server"
+    });
+    if mode.runs_worker() {
+        running.start_worker(&config, &store, &broker, redis);
+    }
+    tracing::info!(%http_addr, ?mode, "ready");
+    Ok(running)
+}
+
+fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Api => "api",
+        Mode::Worker => "worker",
+        Mode::All => "all",
+    }
+}
+
+async fn connect_redis(config: &Config) -> anyhow::Result<Option<redis::aio::ConnectionManager>> {
+    let Some(url) = &config.redis_url else {
+        return Ok(None);
+    };
+    let client = redis::Client::open(url.as_str())?;
+    let conn = backoff::retry_for(config.tuning.connect_timeout, "redis", || {
+        redis::aio::ConnectionManager::new(client.clone())
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "cannot connect to Redis at {}",
+            crate::config::redact_url(url)
+        )
+    })?;
+    Ok(Some(conn))
+}
+
+impl Running {
+    fn start_api(
+        &mut self,
+        config: &Config,
+        store: &Store,
+        broker: &Broker,
+        redis: Option<redis::aio::ConnectionManager>,
+        ops: OpsState,
+    ) -> axum::Router {
+        let tuning = &config.tuning;
+        let publisher = Publisher::new(config.strategies.publish, store.clone(), broker.clone());
+        if config.strategies.publish == PublishStrategy::Outbox {
+            let relay = Relay {
+                store: store.clone(),
+                broker: broker.clone(),
+                wakeup: publisher.relay_wakeup(),
+                poll_interval: tuning.poll_interval,
+                shutdown_timeout: tuning.shutdown_timeout,
+            };
+            let stop = self.background.clone();
+            self.background_parts.spawn(async move {
+                relay.run(stop).await;
+                "outbox relay"
+            });
+        }
+        let stop = self.background.clone();
+        let (housekeeping_store, ttl) = (store.clone(), tuning.idempotency_ttl);
+        self.background_parts.spawn(async move {
+            housekeeping(housekeeping_store, ttl, stop).await;
+            "housekeeping"
+        });
+        let state = ApiState {
+            store: store.clone(),
+            cache: UserCache::new(
+                config.strategies.cache,
+                tuning.cache_ttl,
+                redis,
+                &config.prefix,
+            ),
+            publisher,
+            allow: Arc::new(AllowList::parse(&config.callbacks.allow)),
+            key_lease: tuning.request_timeout + Duration::from_secs(5),
+        };
+        let tokens = Tokens::new(config.token.as_deref(), config.read_token.as_deref());
+        http::api_router(state, ops, tokens, tuning)
+    }
+
+    fn start_worker(
+        &mut self,
+        config: &Config,
+        store: &Store,
+        broker: &Broker,
+        redis: Option<redis::aio::ConnectionManager>,
+    ) {
+        let tuning = &config.tuning;
+        let processor = Processor {
+            store: store.clone(),
+            topology: broker.topology().clone(),
+            dedupe: config.strategies.dedupe,
+            retry: config.strategies.retry,
+            redis,
+        };
+        let worker = Worker {
+            broker: broker.clone(),
+            processor: Arc::new(processor),
+            ack: config.strategies.ack,
+            prefetch: tuning.prefetch,
+            concurrency: tuning.concurrency,
+            shutdown_timeout: tuning.shutdown_timeout,
+        };
+        let stop = self.intake.clone();
+        self.intake_parts.spawn(async move {
+            worker.run(stop).await;
+            "worker"
+        });
+        let dispatcher = Dispatcher::new(
+            store.clone(),
+            broker.clone(),
+            config.callbacks.clone(),
+            tuning.poll_interval,
+        );
+        let stop = self.background.clone();
+        self.background_parts.spawn(async move {
+            dispatcher.run(stop).await;
+            "callback dispatcher"
+        });
+    }
+
+    /// Runs until `stop` resolves (a signal) or a part ends by itself, then shuts down.
+    /// A part ending by itself is an error: the process should exit and be restarted.
+    pub async fn run_until(mut self, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let unexpected = tokio::select! {
+            _ = stop => None,
+            Some(part) = self.intake_parts.join_next() => Some(part),
+            Some(part) = self.background_parts.join_next() => Some(part),
+        };
+        self.shutdown().await;
+        match unexpected {
+            None => Ok(()),
+            Some(Ok(part)) => anyhow::bail!("{part} stopped unexpectedly"),
+            Some(Err(e)) => anyhow::bail!("a part panicked: {e}"),
+        }
+    }
+
+    /// Stops intake, then background parts, then closes connections.
+    pub async fn shutdown(mut self) {
+        tracing::info!("shutting down");
+        let margin = self.shutdown_timeout + Duration::from_secs(5);
+        self.intake.cancel();
+        join_within(&mut self.intake_parts, margin).await;
+        self.background.cancel();
+        join_within(&mut self.background_parts, margin).await;
+        self.broker.close().await;
+        self.store.close().await;
+        tracing::info!("stopped");
+    }
+
+    /// The broker link, for tests that observe the connection.
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+}
+
+async fn join_within(parts: &mut JoinSet<&'static str>, limit: Duration) {
+    let all = async { while parts.join_next().await.is_some() {} };
+    if tokio::time::timeout(limit, all).await.is_err() {
+        tracing::warn!(
+            left = parts.len(),
+            "parts did not stop in time; aborting them"
+        );
+        parts.abort_all();
+    }
+}
+
+/// Publishes the outbox backlog gauge and forgets expired idempotency keys.
+async fn housekeeping(store: Store, key_ttl: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut ticks: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Ok(n) = store.outbox_backlog().await {
+            metrics::outbox_backlog(n);
+        }
+        ticks += 1;
+        if ticks % 600 == 1 {
+            let before = now_ms() - i64::try_from(key_ttl.as_millis()).unwrap_or(i64::MAX);
+            match store.purge_keys(before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(keys = n, "expired idempotency keys removed"),
+                Err(e) => tracing::warn!(error = %e, "cannot remove expired idempotency keys"),
+            }
+        }
+    }
+}

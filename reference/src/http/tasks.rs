@@ -1,0 +1,165 @@
+//! `/api/v1/tasks` and `/api/v1/accounts`: submission with Idempotency-Key, status, balances.
+
+use axum::{
+    extract::State,
+    http::{header, HeaderMap, HeaderValue, StatusCode},
+    response::Response,
+};
+
+use super::{
+    extract::{single_header, JsonBody, PathId},
+    ApiState,
+};
+use crate::{
+    envelope::{json_response, ok, ApiError, Code, Envelope, ErrorEnvelope, FieldError},
+    idempotency::{fingerprint, Reservation, StoredResponse},
+    model::{Account, Task, TaskAccepted, TaskStatus},
+    publisher::SubmitError,
+    store::NewTask,
+    validation::{
+        check_idempotency_key, from_json, is_account_id, CreateTaskRequest, ValidTask,
+        ACCOUNT_ID_RULE,
+    },
+};
+
+/// Submit a task. Answers 202 with `Location`; replays the first response for a repeated key.
+#[utoipa::path(post, path = "/api/v1/tasks", tag = "tasks", request_body = CreateTaskRequest,
+    params(("Idempotency-Key" = String, Header, description = "Client-chosen key, 1-255 visible ASCII characters")),
+    responses(
+        (status = 202, body = Envelope<TaskAccepted>, headers(("Location" = String), ("Idempotent-Replayed" = String))),
+        (status = 400, body = ErrorEnvelope, description = "invalid body or missing Idempotency-Key"),
+        (status = 409, body = ErrorEnvelope, description = "the first request with this key is still in flight"),
+        (status = 422, body = ErrorEnvelope, description = "the key was used with another body"),
+        (status = 503, body = ErrorEnvelope, description = "store or (confirm modes) broker unavailable")),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let key = check_idempotency_key(single_header(&headers, "idempotency-key")?)?;
+    let task = from_json::<CreateTaskRequest>(body.clone(), "")?.validate_input(&s.allow)?;
+    match s
+        .store
+        .reserve_key(&key, &fingerprint(&body), s.key_lease)
+        .await?
+    {
+        Reservation::Reserved => {}
+        Reservation::Replay(stored) => return Ok(respond(&stored, true)),
+        Reservation::Mismatch => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Code::IdempotencyKeyReused,
+                "this Idempotency-Key was used with a different request body",
+            ))
+        }
+        Reservation::InFlight => {
+            return Err(ApiError::conflict(
+                "a request with this Idempotency-Key is still being processed",
+            ))
+        }
+    }
+    // Run the submission in its own task: a client that disconnects or a server timeout must
+    // not leave the reserved key half-done.
+    let stored = tokio::spawn(accept(s, task, key))
+        .await
+        .map_err(ApiError::internal)??;
+    Ok(respond(&stored, false))
+}
+
+async fn accept(s: ApiState, task: ValidTask, key: String) -> Result<StoredResponse, ApiError> {
+    let new = NewTask {
+        id: uuid::Uuid::now_v7(),
+        spec: task.spec,
+        callback_url: task.callback_url,
+    };
+    let accepted = TaskAccepted {
+        task_id: new.id,
+        status: TaskStatus::Pending,
+    };
+    let body = Envelope {
+        message: "accepted".into(),
+        ..Envelope::ok(accepted)
+    }
+    .to_bytes();
+    let stored = StoredResponse {
+        status: StatusCode::ACCEPTED.as_u16(),
+        body: body.to_vec(),
+        location: Some(format!("/api/v1/tasks/{}", new.id)),
+    };
+    match s.publisher.submit(&new, &key, &stored).await {
+        Ok(()) => Ok(stored),
+        Err(e) => {
+            if let Err(release) = s.store.release_key(&key).await {
+                tracing::warn!(error = %release, "could not release idempotency key; it expires with its lease");
+            }
+            Err(match e {
+                SubmitError::Store(e) => e.into(),
+                SubmitError::Publish(e) => {
+                    ApiError::unavailable(format!("broker unavailable: {e}"))
+                }
+            })
+        }
+    }
+}
+
+/// The stored response, byte for byte; replays say so in a header.
+fn respond(stored: &StoredResponse, replayed: bool) -> Response {
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::ACCEPTED);
+    let mut res = json_response(status, stored.body.clone().into());
+    if let Some(location) = stored
+        .location
+        .as_deref()
+        .and_then(|l| HeaderValue::from_str(l).ok())
+    {
+        res.headers_mut().insert(header::LOCATION, location);
+    }
+    if replayed {
+        res.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    res
+}
+
+/// A task's status, attempts and result.
+#[utoipa::path(get, path = "/api/v1/tasks/{id}", tag = "tasks", params(("id" = uuid::Uuid, Path)),
+    responses((status = 200, body = Envelope<Task>), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn get(
+    State(s): State<ApiState>,
+    PathId(id): PathId<String>,
+) -> Result<Response, ApiError> {
+    let id: uuid::Uuid = id
+        .parse()
+        .map_err(|_| ApiError::validation(vec![FieldError::new("id", "uuid", "must be a UUID")]))?;
+    let task = s
+        .store
+        .get_task(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("task"))?;
+    Ok(ok(task))
+}
+
+/// An account's balance: the sum of the credits applied to it.
+#[utoipa::path(get, path = "/api/v1/accounts/{id}", tag = "accounts", params(("id" = String, Path)),
+    responses((status = 200, body = Envelope<Account>), (status = 400, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope, description = "no credit was ever applied")),
+    security(("bearer" = [])))]
+pub async fn account(
+    State(s): State<ApiState>,
+    PathId(id): PathId<String>,
+) -> Result<Response, ApiError> {
+    if !is_account_id(&id) {
+        return Err(ApiError::validation(vec![FieldError::new(
+            "id",
+            "pattern",
+            ACCOUNT_ID_RULE,
+        )]));
+    }
+    let account = s
+        .store
+        .get_account(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("account"))?;
+    Ok(ok(account))
+}

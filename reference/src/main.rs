@@ -1,0 +1,80 @@
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use reference::{
+    config::{Config, LogFormat},
+    Mode,
+};
+use tracing_subscriber::EnvFilter;
+
+/// API + RabbitMQ worker reference system.
+///
+/// Strategy switches default to the robust variants; the others reproduce the seed article's
+/// naive snippets so that their failures can be demonstrated:
+///
+///   --publish     outbox (robust) | confirm (seed-style) | fire-and-forget (naive)
+///   --ack         manual (robust) | auto (naive)
+///   --dedupe      store (robust)  | redis-setnx (seed 4.4, naive) | none (naive)
+///   --retry       backoff (robust) | requeue (naive: forever, no delay)
+///   --queue-type  quorum (robust) | classic
+///   --cache       memory | redis | off
+#[derive(Parser)]
+#[command(name = "reference", version, verbatim_doc_comment)]
+struct Cli {
+    #[command(subcommand)]
+    mode: ModeCommand,
+}
+
+#[derive(Subcommand)]
+enum ModeCommand {
+    /// The HTTP API and the outbox relay.
+    Api(Config),
+    /// A worker: consumes tasks, retries, dead-letters, sends callbacks; serves /healthz, /readyz, /metrics.
+    Worker(Config),
+    /// API and a worker in one process.
+    All(Config),
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (mode, config) = match cli.mode {
+        ModeCommand::Api(c) => (Mode::Api, c),
+        ModeCommand::Worker(c) => (Mode::Worker, c),
+        ModeCommand::All(c) => (Mode::All, c),
+    };
+    init_tracing(config.log_format);
+    let result = async {
+        let running = reference::start(config, mode).await?;
+        running.run_until(shutdown_signal()).await
+    }
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Prometheus metrics: names in one place, a process-wide recorder, histograms with buckets.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `reference_http_requests_total` | counter | method, route, status |
+//! | `reference_http_request_duration_seconds` | histogram | method, route, status |
+//! | `reference_tasks_published_total` | counter | strategy |
+//! | `reference_tasks_publish_failed_total` | counter | strategy |
+//! | `reference_tasks_delivered_total` | counter | |
+//! | `reference_tasks_duplicates_skipped_total` | counter | dedupe |
+//! | `reference_tasks_retried_total` | counter | type |
+//! | `reference_tasks_dead_lettered_total` | counter | reason |
+//! | `reference_tasks_succeeded_total` / `_failed_total` | counter | type |
+//! | `reference_task_processing_seconds` | histogram | type, outcome |
+//! | `reference_outbox_backlog` | gauge | |
+//! | `reference_callbacks_total` | counter | kind, outcome |
+//! | `reference_broker_connected` | gauge | |
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process-wide recorder's handle, installed on first use. Several in-process apps (tests)
+/// share it.
+pub fn handle() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .expect("buckets are non-empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder (a host application's) may already be installed; then ours
+            // renders only what it records itself, which is nothing, and /metrics says so.
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+            }
+            spawn_upkeep(handle.clone());
+            handle
+        })
+        .clone()
+}
+
+/// Histograms keep raw samples until upkeep folds them; without a scraper they would grow.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                handle.run_upkeep();
+            }
+        });
+    }
+}
+
+pub fn http_request(method: &str, route: &str, status: u16, seconds: f64) {
+    let labels = [
+        ("method", method.to_string()),
+        ("route", route.to_string()),
+        ("status", status.to_string()),
+    ];
+    metrics::counter!("reference_http_requests_total", &labels).increment(1);
+    metrics::histogram!("reference_http_request_duration_seconds", &labels).record(seconds);
+}
+
+pub fn published(strategy: &'static str, n: u64) {
+    metrics::counter!("reference_tasks_published_total", "strategy" => strategy).increment(n);
+}
+
+pub fn publish_failed(strategy: &'static str, n: u64) {
+    metrics::counter!("reference_tasks_publish_failed_total", "strategy" => strategy).increment(n);
+}
+
+pub fn delivered() {
+    metrics::counter!("reference_tasks_delivered_total").increment(1);
+}
+
+pub fn duplicate_skipped(dedupe: &'static str) {
+    metrics::counter!("reference_tasks_duplicates_skipped_total", "dedupe" => dedupe).increment(1);
+}
+
+pub fn retried(kind: &'static str) {
+    metrics::counter!("reference_tasks_retried_total", "type" => kind).increment(1);
+}
+
+pub fn dead_lettered(reason: &'static str) {
+    metrics::counter!("reference_tasks_dead_lettered_total", "reason" => reason).increment(1);
+}
+
+pub fn finished(kind: &'static str, succeeded: bool, seconds: f64) {
+    let (name, outcome) = if succeeded {
+        ("reference_tasks_succeeded_total", "success")
+    } else {
+        ("reference_tasks_failed_total", "failure")
+    };
+    metrics::counter!(name, "type" => kind).increment(1);
+    metrics::histogram!("reference_task_processing_seconds", "type" => kind, "outcome" => outcome)
+        .record(seconds);
+}
+
+pub fn attempt_failed(kind: &'static str, seconds: f64) {
+    metrics::histogram!("reference_task_processing_seconds", "type" => kind, "outcome" => "attempt_failed")
+        .record(seconds);
+}
+
+pub fn outbox_backlog(rows: i64) {
+    metrics::gauge!("reference_outbox_backlog").set(rows as f64);
+}
+
+pub fn callback(kind: &str, outcome: &'static str) {
+    metrics::counter!("reference_callbacks_total", "kind" => kind.to_string(), "outcome" => outcome).increment(1);
+}
+
+pub fn broker_connected(up: bool) {
+    metrics::gauge!("reference_broker_connected").set(if up { 1.0 } else { 0.0 });
+}

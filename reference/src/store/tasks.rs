@@ -1,0 +1,488 @@
+//! Tasks, their idempotency keys, the outbox and the worker's state transitions.
+
+use std::time::Duration;
+
+use sqlx::{any::AnyRow, Row};
+
+use super::{deliveries, Store, StoreError, Tx};
+use crate::{
+    idempotency::{Reservation, StoredResponse},
+    message::TaskMessage,
+    model::{now_ms, rfc3339, Account, CreditPayload, Task, TaskSpec, TaskStatus},
+};
+
+/// A task about to be written by the API.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub id: uuid::Uuid,
+    pub spec: TaskSpec,
+    pub callback_url: Option<String>,
+}
+
+impl NewTask {
+    pub fn message(&self) -> TaskMessage {
+        TaskMessage {
+            task_id: self.id,
+            spec: self.spec.clone(),
+        }
+    }
+}
+
+/// An outbox row leased to one relay.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub task_id: String,
+    pub routing_key: String,
+    pub body: Vec<u8>,
+}
+
+/// What starting an attempt found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartOutcome {
+    /// No such task (e.g. its publish was abandoned after the message left).
+    Missing,
+    /// The task already ended; only a naive worker processes it again.
+    Terminal { status: TaskStatus, attempts: i64 },
+    /// The task is RUNNING with this attempt number (1 for the first).
+    Started { attempts: i64 },
+}
+
+/// The end of a task, written with its effect in one transaction.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    pub task_id: uuid::Uuid,
+    pub status: TaskStatus,
+    pub result: Option<serde_json::Value>,
+    pub error: Option<String>,
+    /// The credit to apply, for `credit` tasks that succeed.
+    pub credit: Option<CreditPayload>,
+    /// Record the message as processed (the `store` dedupe strategy).
+    pub mark_processed: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishOutcome {
+    Done,
+    /// The processed mark was already there: nothing was applied again.
+    AlreadyProcessed,
+}
+
+const TASK_COLUMNS: &str =
+    "id, kind, payload, callback_url, status, attempts, result, error, created_at, updated_at";
+
+fn task_from_row(row: &AnyRow) -> Result<Task, StoreError> {
+    let corrupt =
+        |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("task {what}: {e}"));
+    let id: String = row.try_get("id")?;
+    let payload: String = row.try_get("payload")?;
+    let status: String = row.try_get("status")?;
+    let result: Option<String> = row.try_get("result")?;
+    Ok(Task {
+        id: id.parse().map_err(|e| corrupt("id", &e))?,
+        kind: row.try_get("kind")?,
+        payload: serde_json::from_str(&payload).map_err(|e| corrupt("payload", &e))?,
+        callback_url: row.try_get("callback_url")?,
+        status: TaskStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
+        attempts: row.try_get("attempts")?,
+        result: result
+            .map(|r| serde_json::from_str(&r))
+            .transpose()
+            .map_err(|e| corrupt("result", &e))?,
+        error: row.try_get("error")?,
+        created_at: rfc3339(row.try_get("created_at")?),
+        updated_at: rfc3339(row.try_get("updated_at")?),
+    })
+}
+
+fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Store {
+    /// Reserves an idempotency key for this request, or says why not.
+    pub async fn reserve_key(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        lease: Duration,
+    ) -> Result<Reservation, StoreError> {
+        // A key deleted between our insert and our read (a released reservation) is retried.
+        for _ in 0..3 {
+            let now = now_ms();
+            let inserted = sqlx::query(
+                "INSERT INTO idempotency_keys (idem_key, fingerprint, state, locked_at, created_at) \
+                 VALUES (?, ?, 'in_flight', ?, ?)",
+            )
+            .bind(key)
+            .bind(fingerprint)
+            .bind(now)
+            .bind(now)
+            .execute(&self.pool)
+            .await;
+            match inserted {
+                Ok(_) => return Ok(Reservation::Reserved),
+                Err(e) => match StoreError::from(e) {
+                    StoreError::Duplicate => {}
+                    other => return Err(other),
+                },
+            }
+            if let Some(found) = self
+                .existing_key(key, fingerprint, now - duration_ms(lease))
+                .await?
+            {
+                return Ok(found);
+            }
+        }
+        Ok(Reservation::InFlight)
+    }
+
+    /// Classifies an existing key; takes over an in-flight reservation older than `stale_before`.
+    async fn existing_key(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        stale_before: i64,
+    ) -> Result<Option<Reservation>, StoreError> {
+        let row = sqlx::query(
+            "SELECT fingerprint, state, response_status, response_body, location, locked_at \
+             FROM idempotency_keys WHERE idem_key = ?",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let stored_fp: String = row.try_get("fingerprint")?;
+        if stored_fp != fingerprint {
+            return Ok(Some(Reservation::Mismatch));
+        }
+        let state: String = row.try_get("state")?;
+        if state == "completed" {
+            let status: i64 = row.try_get("response_status")?;
+            let body: String = row.try_get("response_body")?;
+            return Ok(Some(Reservation::Replay(StoredResponse {
+                status: u16::try_from(status).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                body: body.into_bytes(),
+                location: row.try_get("location")?,
+            })));
+        }
+        let locked_at: i64 = row.try_get("locked_at")?;
+        if locked_at < stale_before {
+            let taken = sqlx::query(
+                "UPDATE idempotency_keys SET locked_at = ? WHERE idem_key = ? AND state = 'in_flight' AND locked_at = ?",
+            )
+            .bind(now_ms())
+            .bind(key)
+            .bind(locked_at)
+            .execute(&self.pool)
+            .await?;
+            if taken.rows_affected() == 1 {
+                return Ok(Some(Reservation::Reserved));
+            }
+        }
+        Ok(Some(Reservation::InFlight))
+    }
+
+    async fn complete_key_in(
+        tx: &mut Tx,
+        key: &str,
+        response: &StoredResponse,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE idempotency_keys SET state = 'completed', response_status = ?, response_body = ?, location = ? \
+             WHERE idem_key = ?",
+        )
+        .bind(i64::from(response.status))
+        .bind(String::from_utf8_lossy(&response.body).into_owned())
+        .bind(response.location.clone())
+        .bind(key)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Stores the response of a reserved key.
+    pub async fn complete_key(
+        &self,
+        key: &str,
+        response: &StoredResponse,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        Self::complete_key_in(&mut tx, key, response).await?;
+        Ok(tx.commit().await?)
+    }
+
+    /// Forgets keys older than `before_ms`; returns how many.
+    pub async fn purge_keys(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE created_at < ? AND state = 'completed'",
+        )
+        .bind(before_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Writes a PENDING task; with `outbox`, also its outbox row; with `completion`, also the
+    /// idempotency key's response. All in one transaction.
+    pub async fn insert_task(
+        &self,
+        task: &NewTask,
+        outbox: bool,
+        completion: Option<(&str, &StoredResponse)>,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        sqlx::query(&format!(
+            "INSERT INTO tasks ({TASK_COLUMNS}) VALUES (?, ?, ?, ?, 'PENDING', 0, NULL, NULL, ?, ?)"
+        ))
+        .bind(task.id.to_string())
+        .bind(task.spec.kind())
+        .bind(task.spec.payload().to_string())
+        .bind(task.callback_url.clone())
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if outbox {
+            let message = task.message();
+            sqlx::query(
+                "INSERT INTO outbox (task_id, routing_key, body, created_at) VALUES (?, ?, ?, ?)",
+            )
+            .bind(task.id.to_string())
+            .bind(message.routing_key())
+            .bind(String::from_utf8(message.encode()).expect("JSON is UTF-8"))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some((key, response)) = completion {
+            Self::complete_key_in(&mut tx, key, response).await?;
+        }
+        Ok(tx.commit().await?)
+    }
+
+    /// Undoes a task whose publish failed, and frees its key for a retry.
+    pub async fn abandon_task(&self, task_id: uuid::Uuid, key: &str) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM tasks WHERE id = ?")
+            .bind(task_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM idempotency_keys WHERE idem_key = ? AND state = 'in_flight'")
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx.commit().await?)
+    }
+
+    /// Frees a reserved key whose request failed before writing anything.
+    pub async fn release_key(&self, key: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM idempotency_keys WHERE idem_key = ? AND state = 'in_flight'")
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get_task(&self, id: uuid::Uuid) -> Result<Option<Task>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(task_from_row).transpose()
+    }
+
+    pub async fn get_account(&self, id: &str) -> Result<Option<Account>, StoreError> {
+        let row = sqlx::query("SELECT id, balance FROM accounts WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(Account {
+                id: r.try_get("id")?,
+                balance: r.try_get("balance")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Leases up to `limit` unleased outbox rows, oldest first, for `lease`.
+    ///
+    /// The lease is taken on an id range with one conditional UPDATE, so two relays never
+    /// publish the same row at once; a relay that dies leaves rows that another takes over
+    /// once the lease expires.
+    pub async fn claim_outbox(
+        &self,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let now = now_ms();
+        let ids: Vec<i64> =
+            sqlx::query("SELECT id FROM outbox WHERE lease_until < ? ORDER BY id LIMIT ?")
+                .bind(now)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| r.try_get("id"))
+                .collect::<Result<_, _>>()?;
+        let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
+            return Ok(Vec::new());
+        };
+        let owner = uuid::Uuid::new_v4().to_string();
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE outbox SET lease_owner = ?, lease_until = ? WHERE id >= ? AND id <= ? AND lease_until < ?")
+            .bind(&owner)
+            .bind(now + duration_ms(lease))
+            .bind(first)
+            .bind(last)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let rows = sqlx::query(
+            "SELECT id, task_id, routing_key, body FROM outbox WHERE lease_owner = ? ORDER BY id",
+        )
+        .bind(&owner)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|r| {
+                let body: String = r.try_get("body")?;
+                Ok(OutboxRow {
+                    id: r.try_get("id")?,
+                    task_id: r.try_get("task_id")?,
+                    routing_key: r.try_get("routing_key")?,
+                    body: body.into_bytes(),
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes published rows and returns the others to the pool at once.
+    pub async fn settle_outbox(
+        &self,
+        published: &[i64],
+        unpublished: &[i64],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        for id in published {
+            sqlx::query("DELETE FROM outbox WHERE id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for id in unpublished {
+            sqlx::query("UPDATE outbox SET lease_until = 0, lease_owner = NULL WHERE id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx.commit().await?)
+    }
+
+    /// Rows not yet published.
+    pub async fn outbox_backlog(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM outbox")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?)
+    }
+
+    pub async fn is_processed(&self, message_id: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 AS one FROM processed_messages WHERE message_id = ?")
+            .bind(message_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Moves a task to RUNNING and counts the attempt, unless it already ended.
+    pub async fn start_attempt(&self, task_id: uuid::Uuid) -> Result<StartOutcome, StoreError> {
+        let id = task_id.to_string();
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "UPDATE tasks SET status = 'RUNNING', attempts = attempts + 1, updated_at = ? \
+             WHERE id = ? AND status IN ('PENDING', 'RUNNING')",
+        )
+        .bind(now_ms())
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query("SELECT status, attempts FROM tasks WHERE id = ?")
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let Some(row) = row else {
+            return Ok(StartOutcome::Missing);
+        };
+        let status: String = row.try_get("status")?;
+        let attempts: i64 = row.try_get("attempts")?;
+        match TaskStatus::parse(&status) {
+            Some(TaskStatus::Running) => Ok(StartOutcome::Started { attempts }),
+            Some(status) => Ok(StartOutcome::Terminal { status, attempts }),
+            None => Err(StoreError::Corrupt(format!("task status {status}"))),
+        }
+    }
+
+    /// Records a failed attempt that will be retried: back to PENDING with the error.
+    pub async fn retry_later(&self, task_id: uuid::Uuid, error: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE tasks SET status = 'PENDING', error = ?, updated_at = ? WHERE id = ? AND status = 'RUNNING'")
+            .bind(error)
+            .bind(now_ms())
+            .bind(task_id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Ends a task: the processed mark (first, so a duplicate stops here), the credit, the
+    /// status, and the callback and event owed, all in one transaction.
+    pub async fn finish(&self, f: &Finish) -> Result<FinishOutcome, StoreError> {
+        let id = f.task_id.to_string();
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        if f.mark_processed {
+            let marked = sqlx::query(
+                "INSERT INTO processed_messages (message_id, processed_at) VALUES (?, ?)",
+            )
+            .bind(&id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await;
+            match marked.map_err(StoreError::from) {
+                Ok(_) => {}
+                Err(StoreError::Duplicate) => return Ok(FinishOutcome::AlreadyProcessed),
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(credit) = &f.credit {
+            sqlx::query(self.dialect.credit_upsert())
+                .bind(&credit.account)
+                .bind(credit.amount)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "UPDATE tasks SET status = ?, result = ?, error = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(f.status.as_str())
+        .bind(f.result.as_ref().map(|r| r.to_string()))
+        .bind(f.error.clone())
+        .bind(now)
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"))
+            .bind(&id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let task = task_from_row(&row)?;
+        deliveries::insert_for(&mut tx, self.dialect, &task, now).await?;
+        tx.commit().await?;
+        Ok(FinishOutcome::Done)
+    }
+}

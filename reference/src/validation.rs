@@ -1,0 +1,362 @@
+//! Request validation (seed 2.2 and 2.4): typed inputs, field errors that name the field.
+
+use serde::{de::DeserializeOwned, Deserialize};
+use utoipa::ToSchema;
+use validator::Validate;
+
+use crate::{
+    callbacks::AllowList,
+    envelope::{ApiError, FieldError},
+    model::{CreditPayload, FlakyPayload, SleepPayload, TaskSpec},
+};
+
+/// Body of `POST /api/v1/users` and `PUT /api/v1/users/{id}` (the seed's `CreateUserRequest`).
+#[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserInput {
+    /// Required, 2–100 characters.
+    #[validate(
+        required(message = "is required"),
+        length(min = 2, max = 100, message = "must be 2-100 characters")
+    )]
+    pub name: Option<String>,
+    /// Required, a valid address.
+    #[validate(
+        required(message = "is required"),
+        email(message = "must be a valid email address"),
+        length(max = 254, message = "must be at most 254 characters")
+    )]
+    pub email: Option<String>,
+}
+
+/// A user input that passed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidUser {
+    pub name: String,
+    pub email: String,
+}
+
+/// Body of `POST /api/v1/tasks`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTaskRequest {
+    /// One of `credit`, `echo`, `sleep`, `flaky`, `poison`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `credit`: `{account, amount}`; `sleep`: `{ms}`; `flaky`: `{fail_times}`; others: any.
+    #[serde(default)]
+    pub payload: serde_json::Value,
+    /// Where the result is POSTed when the task ends; its host must be on the allow-list.
+    #[serde(default)]
+    pub callback_url: Option<String>,
+}
+
+/// A task request that passed validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidTask {
+    pub spec: TaskSpec,
+    pub callback_url: Option<String>,
+}
+
+/// Deserialises a JSON object into the struct `T`, naming the offending field on failure.
+/// Anything but an object is refused: serde would otherwise accept `["Al", "al@x.io"]` as a
+/// struct in sequence form.
+pub fn from_json<T: DeserializeOwned>(
+    value: serde_json::Value,
+    prefix: &str,
+) -> Result<T, ApiError> {
+    if !value.is_object() {
+        let field = if prefix.is_empty() { "body" } else { prefix };
+        return Err(ApiError::validation(vec![FieldError::new(
+            field,
+            "type",
+            "must be a JSON object",
+        )]));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::validation(vec![field_error_from_serde(
+            prefix,
+            &path,
+            &e.into_inner().to_string(),
+        )])
+    })
+}
+
+/// Turns serde's message into a field error. The path ends at the offending field, except for
+/// a missing field, whose path is its parent's: its name comes from the message.
+fn field_error_from_serde(prefix: &str, path: &str, message: &str) -> FieldError {
+    let message = message.split(" at line ").next().unwrap_or(message);
+    let quoted = || message.split('`').nth(1).unwrap_or("");
+    let (leaf, rule) = if message.starts_with("missing field") {
+        (quoted(), "required")
+    } else if message.starts_with("unknown field") {
+        ("", "unknown_field")
+    } else if message.starts_with("invalid type") {
+        ("", "type")
+    } else {
+        ("", "invalid")
+    };
+    let mut parts: Vec<&str> = [prefix, path, leaf]
+        .into_iter()
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    if parts.is_empty() {
+        parts.push("body");
+    }
+    let message = match rule {
+        "required" => "is required".to_string(),
+        "unknown_field" => "is not a known field".to_string(),
+        _ => message.to_string(),
+    };
+    FieldError::new(parts.join("."), rule, message)
+}
+
+impl UserInput {
+    pub fn validate_input(self) -> Result<ValidUser, ApiError> {
+        if let Err(errors) = self.validate() {
+            return Err(ApiError::validation(field_errors(&errors)));
+        }
+        Ok(ValidUser {
+            name: self.name.unwrap_or_default(),
+            email: self.email.unwrap_or_default(),
+        })
+    }
+}
+
+/// validator's errors as contract field errors, in field order.
+fn field_errors(errors: &validator::ValidationErrors) -> Vec<FieldError> {
+    let mut out: Vec<FieldError> = errors
+        .field_errors()
+        .into_iter()
+        .flat_map(|(field, errs)| {
+            errs.iter().map(move |e| {
+                let message = e.message.as_deref().unwrap_or("is invalid").to_string();
+                FieldError::new(field.to_string(), e.code.to_string(), message)
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.field.cmp(&b.field));
+    out
+}
+
+impl CreateTaskRequest {
+    pub fn validate_input(self, allow: &AllowList) -> Result<ValidTask, ApiError> {
+        let spec = parse_spec(&self.kind, self.payload)?;
+        if let Some(url) = &self.callback_url {
+            allow.check(url).map_err(|why| {
+                ApiError::validation(vec![FieldError::new("callback_url", "allowed_host", why)])
+            })?;
+        }
+        Ok(ValidTask {
+            spec,
+            callback_url: self.callback_url,
+        })
+    }
+}
+
+fn parse_spec(kind: &str, payload: serde_json::Value) -> Result<TaskSpec, ApiError> {
+    let spec = match kind {
+        "credit" => TaskSpec::Credit(from_json::<CreditPayload>(payload, "payload")?),
+        "sleep" => TaskSpec::Sleep(from_json::<SleepPayload>(payload, "payload")?),
+        "flaky" => TaskSpec::Flaky(from_json::<FlakyPayload>(payload, "payload")?),
+        "echo" => TaskSpec::Echo(payload),
+        "poison" => TaskSpec::Poison(payload),
+        _ => {
+            let kinds = TaskSpec::KINDS.join(", ");
+            let err = FieldError::new("type", "one_of", format!("must be one of {kinds}"));
+            return Err(ApiError::validation(vec![err]));
+        }
+    };
+    check_ranges(&spec).map_err(|e| ApiError::validation(vec![e]))?;
+    Ok(spec)
+}
+
+fn check_ranges(spec: &TaskSpec) -> Result<(), FieldError> {
+    match spec {
+        TaskSpec::Credit(c) => {
+            if !is_account_id(&c.account) {
+                return Err(FieldError::new(
+                    "payload.account",
+                    "pattern",
+                    ACCOUNT_ID_RULE,
+                ));
+            }
+            if !(1..=1_000_000_000).contains(&c.amount) {
+                return Err(FieldError::new(
+                    "payload.amount",
+                    "range",
+                    "must be between 1 and 1000000000",
+                ));
+            }
+        }
+        TaskSpec::Sleep(s) if s.ms > 60_000 => {
+            return Err(FieldError::new(
+                "payload.ms",
+                "range",
+                "must be between 0 and 60000",
+            ));
+        }
+        TaskSpec::Flaky(f) if f.fail_times > 100 => {
+            return Err(FieldError::new(
+                "payload.fail_times",
+                "range",
+                "must be between 0 and 100",
+            ));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+pub const ACCOUNT_ID_RULE: &str = "must be 1-64 characters of [A-Za-z0-9_-]";
+
+/// Account ids: 1–64 characters of `[A-Za-z0-9_-]`.
+pub fn is_account_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// An `Idempotency-Key` header value: 1–255 visible ASCII characters.
+pub fn check_idempotency_key(value: Option<&str>) -> Result<String, ApiError> {
+    let field = |rule: &str, msg: &str| {
+        ApiError::validation(vec![FieldError::new("Idempotency-Key", rule, msg)])
+    };
+    let key = value.ok_or_else(|| field("required", "header is required"))?;
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(field("pattern", "must be 1-255 visible ASCII characters"));
+    }
+    Ok(key.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn user(v: serde_json::Value) -> Result<ValidUser, ApiError> {
+        from_json::<UserInput>(v, "")?.validate_input()
+    }
+
+    fn fields(e: &ApiError) -> Vec<(&str, &str)> {
+        e.errors
+            .iter()
+            .map(|f| (f.field.as_str(), f.rule.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn valid_user_passes() {
+        let u = user(json!({"name": "Al", "email": "al@example.com"})).unwrap();
+        assert_eq!(
+            u,
+            ValidUser {
+                name: "Al".into(),
+                email: "al@example.com".into()
+            }
+        );
+    }
+
+    #[test]
+    fn seed_rules_name_the_fields() {
+        let e = user(json!({"name": "A", "email": "not-an-email"})).unwrap_err();
+        assert_eq!(fields(&e), vec![("email", "email"), ("name", "length")]);
+        let e = user(json!({})).unwrap_err();
+        assert_eq!(
+            fields(&e),
+            vec![("email", "required"), ("name", "required")]
+        );
+        let e = user(json!({"name": null, "email": "a@b.co"})).unwrap_err();
+        assert_eq!(fields(&e), vec![("name", "required")]);
+    }
+
+    #[test]
+    fn wrong_types_and_extra_fields_are_field_errors() {
+        let e = user(json!({"name": 5, "email": "a@b.co"})).unwrap_err();
+        assert_eq!(fields(&e), vec![("name", "type")]);
+        let e = user(json!({"name": "Al", "email": "a@b.co", "admin": true})).unwrap_err();
+        assert_eq!(fields(&e), vec![("admin", "unknown_field")]);
+        let e = user(json!([1])).unwrap_err();
+        assert_eq!(fields(&e), vec![("body", "type")]);
+    }
+
+    fn task(v: serde_json::Value) -> Result<ValidTask, ApiError> {
+        let allow = AllowList::parse(&["127.0.0.1".to_string()]);
+        from_json::<CreateTaskRequest>(v, "")?.validate_input(&allow)
+    }
+
+    #[test]
+    fn task_payloads_are_typed_per_kind() {
+        let t =
+            task(json!({"type": "credit", "payload": {"account": "a-1", "amount": 7}})).unwrap();
+        assert_eq!(
+            t.spec,
+            TaskSpec::Credit(CreditPayload {
+                account: "a-1".into(),
+                amount: 7
+            })
+        );
+        let t = task(json!({"type": "echo"})).unwrap();
+        assert_eq!(t.spec, TaskSpec::Echo(serde_json::Value::Null));
+    }
+
+    #[test]
+    fn task_errors_point_into_the_payload() {
+        let cases = [
+            (json!({"payload": {}}), ("type", "required")),
+            (json!({"type": "mine"}), ("type", "one_of")),
+            (
+                json!({"type": "credit", "payload": {"account": "a"}}),
+                ("payload.amount", "required"),
+            ),
+            (
+                json!({"type": "credit", "payload": ["a", 1]}),
+                ("payload", "type"),
+            ),
+            (json!({"type": "credit"}), ("payload", "type")),
+            (
+                json!({"type": "credit", "payload": {"account": "a", "amount": "1"}}),
+                ("payload.amount", "type"),
+            ),
+            (
+                json!({"type": "credit", "payload": {"account": "a b", "amount": 1}}),
+                ("payload.account", "pattern"),
+            ),
+            (
+                json!({"type": "credit", "payload": {"account": "a", "amount": 0}}),
+                ("payload.amount", "range"),
+            ),
+            (
+                json!({"type": "sleep", "payload": {"ms": 60001}}),
+                ("payload.ms", "range"),
+            ),
+            (
+                json!({"type": "flaky", "payload": {"fail_times": -1}}),
+                ("payload.fail_times", "invalid"),
+            ),
+            (
+                json!({"type": "echo", "extra": 1}),
+                ("extra", "unknown_field"),
+            ),
+            (
+                json!({"type": "echo", "callback_url": "http://evil.example/x"}),
+                ("callback_url", "allowed_host"),
+            ),
+        ];
+        for (body, want) in cases {
+            let e = task(body.clone()).unwrap_err();
+            assert_eq!(fields(&e), vec![want], "{body}");
+        }
+    }
+
+    #[test]
+    fn idempotency_key_rules() {
+        assert_eq!(check_idempotency_key(Some("k-1")).unwrap(), "k-1");
+        assert!(check_idempotency_key(None).is_err());
+        assert!(check_idempotency_key(Some("")).is_err());
+        assert!(check_idempotency_key(Some("has space")).is_err());
+        assert!(check_idempotency_key(Some(&"x".repeat(256))).is_err());
+    }
+}
