@@ -36,6 +36,7 @@ pub struct Running {
     background_parts: JoinSet<&'static str>,
     broker: Broker,
     store: Store,
+    publisher: Option<Publisher>,
     shutdown_timeout: Duration,
 }
 
@@ -85,6 +86,7 @@ pub async fn start(config: Config, mode: Mode) -> anyhow::Result<Running> {
         background_parts: JoinSet::new(),
         broker: broker.clone(),
         store: store.clone(),
+        publisher: None,
         shutdown_timeout: tuning.shutdown_timeout,
     };
     let ops = OpsState {
@@ -152,6 +154,7 @@ impl Running {
     ) -> axum::Router {
         let tuning = &config.tuning;
         let publisher = Publisher::new(config.strategies.publish, store.clone(), broker.clone());
+        self.publisher = Some(publisher.clone());
         if config.strategies.publish == PublishStrategy::Outbox {
             let relay = Relay {
                 store: store.clone(),
@@ -253,6 +256,9 @@ impl Running {
         join_within(&mut self.intake_parts, margin).await;
         self.background.cancel();
         join_within(&mut self.background_parts, margin).await;
+        if let Some(publisher) = &self.publisher {
+            publisher.close().await;
+        }
         self.broker.close().await;
         self.store.close().await;
         tracing::info!("stopped");

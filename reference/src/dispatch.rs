@@ -66,7 +66,7 @@ impl Dispatcher {
             };
             if due.is_empty() {
                 tokio::select! {
-                    _ = cancel.cancelled() => return,
+                    _ = cancel.cancelled() => break,
                     _ = tokio::time::sleep(self.poll_interval) => continue,
                 }
             }
@@ -76,6 +76,10 @@ impl Dispatcher {
             for (row, outcome) in due.iter().zip(outcomes) {
                 self.record(row, outcome).await;
             }
+        }
+        // Closed here, not on drop: a drop closes it later, racing the connection's close.
+        if let Some(ch) = events {
+            let _ = ch.close(200, "dispatcher stopped".into()).await;
         }
     }
 

@@ -124,6 +124,13 @@ impl Publisher {
         result
     }
 
+    /// Closes the direct-publishing channel (shutdown), before the connection closes.
+    pub async fn close(&self) {
+        if let Some(ch) = self.channel.lock().await.take() {
+            let _ = ch.close(200, "publisher stopped".into()).await;
+        }
+    }
+
     async fn channel(&self, confirms: bool) -> Result<Channel, PublishError> {
         let mut slot = self.channel.lock().await;
         if let Some(ch) = slot.as_ref().filter(|c| c.status().connected()) {

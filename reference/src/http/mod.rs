@@ -105,8 +105,9 @@ pub fn worker_router(ops: OpsState, tuning: &Tuning) -> Router {
     with_common_layers(ops_routes(ops), tuning)
 }
 
-/// Layers every response passes, outermost first.
-fn with_common_layers(router: Router, tuning: &Tuning) -> Router {
+/// Layers every response passes, outermost first: panics, request ids, access log, metrics,
+/// gzip, CORS, the envelope guard, the request timeout and the body limit.
+pub fn with_common_layers(router: Router, tuning: &Tuning) -> Router {
     let layers = ServiceBuilder::new()
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use sqlx::Row;
 
-use super::{Dialect, Store, StoreError, Tx};
+use super::{text, Dialect, Store, StoreError, Tx};
 use crate::{
     callbacks::TaskEvent,
     model::{now_ms, Task},
@@ -110,12 +110,12 @@ impl Store {
             .execute(&self.pool)
             .await?;
             if taken.rows_affected() == 1 {
-                let body: String = r.try_get("body")?;
+                let body = text(&r, "body")?;
                 claimed.push(DeliveryRow {
                     id,
                     event_id: r.try_get("event_id")?,
                     kind: r.try_get("kind")?,
-                    target: r.try_get("target")?,
+                    target: text(&r, "target")?,
                     body: body.into_bytes(),
                     attempts: r.try_get("attempts")?,
                 });

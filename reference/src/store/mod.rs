@@ -105,6 +105,25 @@ impl Dialect {
 
 type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
+/// A text column. MySQL sends TEXT columns with the BLOB type code, which sqlx's `Any`
+/// driver then only decodes as bytes; SQLite sends text.
+fn text(row: &sqlx::any::AnyRow, column: &str) -> Result<String, StoreError> {
+    opt_text(row, column)?.ok_or_else(|| StoreError::Corrupt(format!("{column} is NULL")))
+}
+
+fn opt_text(row: &sqlx::any::AnyRow, column: &str) -> Result<Option<String>, StoreError> {
+    use sqlx::Row;
+    match row.try_get::<Option<String>, _>(column) {
+        Ok(s) => Ok(s),
+        Err(_) => row
+            .try_get::<Option<Vec<u8>>, _>(column)?
+            .map(|bytes| {
+                String::from_utf8(bytes).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+            })
+            .transpose(),
+    }
+}
+
 /// Handle to the store; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {

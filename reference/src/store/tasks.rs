@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use sqlx::{any::AnyRow, Row};
 
-use super::{deliveries, Store, StoreError, Tx};
+use super::{deliveries, opt_text, text, Store, StoreError, Tx};
 use crate::{
     idempotency::{Reservation, StoredResponse},
     message::TaskMessage,
@@ -75,21 +75,21 @@ fn task_from_row(row: &AnyRow) -> Result<Task, StoreError> {
     let corrupt =
         |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("task {what}: {e}"));
     let id: String = row.try_get("id")?;
-    let payload: String = row.try_get("payload")?;
+    let payload = text(row, "payload")?;
     let status: String = row.try_get("status")?;
-    let result: Option<String> = row.try_get("result")?;
+    let result = opt_text(row, "result")?;
     Ok(Task {
         id: id.parse().map_err(|e| corrupt("id", &e))?,
         kind: row.try_get("kind")?,
         payload: serde_json::from_str(&payload).map_err(|e| corrupt("payload", &e))?,
-        callback_url: row.try_get("callback_url")?,
+        callback_url: opt_text(row, "callback_url")?,
         status: TaskStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
         attempts: row.try_get("attempts")?,
         result: result
             .map(|r| serde_json::from_str(&r))
             .transpose()
             .map_err(|e| corrupt("result", &e))?,
-        error: row.try_get("error")?,
+        error: opt_text(row, "error")?,
         created_at: rfc3339(row.try_get("created_at")?),
         updated_at: rfc3339(row.try_get("updated_at")?),
     })
@@ -159,11 +159,11 @@ impl Store {
         let state: String = row.try_get("state")?;
         if state == "completed" {
             let status: i64 = row.try_get("response_status")?;
-            let body: String = row.try_get("response_body")?;
+            let body = text(&row, "response_body")?;
             return Ok(Some(Reservation::Replay(StoredResponse {
                 status: u16::try_from(status).map_err(|e| StoreError::Corrupt(e.to_string()))?,
                 body: body.into_bytes(),
-                location: row.try_get("location")?,
+                location: opt_text(&row, "location")?,
             })));
         }
         let locked_at: i64 = row.try_get("locked_at")?;
@@ -349,7 +349,7 @@ impl Store {
         tx.commit().await?;
         rows.iter()
             .map(|r| {
-                let body: String = r.try_get("body")?;
+                let body = text(r, "body")?;
                 Ok(OutboxRow {
                     id: r.try_get("id")?,
                     task_id: r.try_get("task_id")?,

@@ -1,1 +1,10 @@
+//! Integration tests of the reference system against real RabbitMQ (`AMQP_URL`), SQLite,
+//! MariaDB and Redis. One binary keeps compile and link times down.
 
+mod api;
+mod callbacks;
+mod cli;
+mod resilience;
+mod stores;
+mod support;
+mod tasks;

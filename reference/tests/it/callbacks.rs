@@ -1,0 +1,125 @@
+//! Result callbacks: signed, retried with backoff, one event id across retries, allow-listed.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{extract::State, http::HeaderMap, http::StatusCode, routing::post, Router};
+use reference::{callbacks, Mode};
+use serde_json::{json, Value};
+
+use crate::support::{wait_until, World};
+
+#[derive(Clone, Default)]
+struct Sink {
+    calls: Arc<Mutex<Vec<(HeaderMap, Vec<u8>)>>>,
+    failures_left: Arc<Mutex<u32>>,
+}
+
+async fn receive(
+    State(sink): State<Sink>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    sink.calls.lock().unwrap().push((headers, body.to_vec()));
+    let mut left = sink.failures_left.lock().unwrap();
+    if *left > 0 {
+        *left -= 1;
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::NO_CONTENT
+    }
+}
+
+async fn start_sink(failures: u32) -> (Sink, String) {
+    let sink = Sink {
+        failures_left: Arc::new(Mutex::new(failures)),
+        ..Default::default()
+    };
+    let app = Router::new()
+        .route("/hook", post(receive))
+        .with_state(sink.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (sink, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_are_signed_retried_and_keep_their_event_id() {
+    let mut world = World::new("callbacks");
+    let app = world
+        .start(Mode::All, &["--callback-secret", "s3cret"])
+        .await;
+    let (sink, url) = start_sink(2).await;
+
+    let id = app
+        .client
+        .submit_ok(&json!({"type": "echo", "payload": "hi", "callback_url": url}))
+        .await;
+    // Two failures, retried after 1 s and 2 s, then delivered.
+    let delivered = wait_until(Duration::from_secs(15), || async {
+        sink.calls.lock().unwrap().len() >= 3
+    })
+    .await;
+    assert!(delivered, "callback retried until it succeeds");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let calls = sink.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 3, "no call after the success");
+
+    let event_ids: Vec<&str> = calls
+        .iter()
+        .map(|(h, _)| h["x-event-id"].to_str().unwrap())
+        .collect();
+    assert!(
+        event_ids.iter().all(|e| *e == event_ids[0]),
+        "one event id across retries: {event_ids:?}"
+    );
+    for (headers, body) in &calls {
+        let signature = headers["x-signature"].to_str().unwrap();
+        assert!(
+            callbacks::verify("s3cret", signature, body),
+            "signature verifies"
+        );
+        assert!(!callbacks::verify("other", signature, body));
+        let event: Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(
+            (event["task"]["id"].as_str(), event["type"].as_str()),
+            (Some(id.as_str()), Some("task.succeeded"))
+        );
+        assert_eq!(event["event_id"].as_str(), Some(event_ids[0]));
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callback_hosts_must_be_allow_listed() {
+    let mut world = World::new("allow");
+    let app = world
+        .start(Mode::Api, &["--callback-allow", "hooks.example:8443"])
+        .await;
+    let r = app
+        .client
+        .submit(
+            "k",
+            &json!({"type": "echo", "callback_url": "http://127.0.0.1:9/x"}),
+        )
+        .await;
+    let v = r.expect(400, "VALIDATION_ERR");
+    assert_eq!(
+        (
+            v["errors"][0]["field"].as_str(),
+            v["errors"][0]["rule"].as_str()
+        ),
+        (Some("callback_url"), Some("allowed_host"))
+    );
+    app.client
+        .submit(
+            "k2",
+            &json!({"type": "echo", "callback_url": "https://hooks.example:8443/cb"}),
+        )
+        .await
+        .expect(202, "OK");
+    app.stop().await;
+}

@@ -1,0 +1,353 @@
+//! The task pipeline against the real broker: lifecycles, retries, dead-lettering, idempotency,
+//! events, and the publish / retry / queue-type switches.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use reference::Mode;
+use serde_json::{json, Value};
+
+use crate::support::{
+    forwarder::{broker_addr, Forwarder},
+    wait_until, BrokerProbe, Client, World,
+};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+async fn end_state(c: &Client, body: Value) -> (String, Value) {
+    let id = c.submit_ok(&body).await;
+    let task = c.wait_terminal(&id, LIMIT).await;
+    (id, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_task_type_reaches_its_end_state() {
+    let mut world = World::new("lifecycle");
+    let app = world.start(Mode::All, &[]).await;
+    let c = &app.client;
+
+    let (_, echo) = end_state(c, json!({"type": "echo", "payload": {"hello": [1, 2]}})).await;
+    assert_eq!(
+        (echo["status"].as_str(), echo["attempts"].as_i64()),
+        (Some("SUCCESS"), Some(1))
+    );
+    assert_eq!(echo["result"], json!({"hello": [1, 2]}));
+
+    let (_, sleep) = end_state(c, json!({"type": "sleep", "payload": {"ms": 150}})).await;
+    assert_eq!(
+        (
+            sleep["status"].as_str(),
+            sleep["result"]["slept_ms"].as_i64()
+        ),
+        (Some("SUCCESS"), Some(150))
+    );
+
+    let (_, flaky) = end_state(c, json!({"type": "flaky", "payload": {"fail_times": 2}})).await;
+    assert_eq!(
+        (flaky["status"].as_str(), flaky["attempts"].as_i64()),
+        (Some("SUCCESS"), Some(3))
+    );
+
+    let (flaky_dead, flaky5) =
+        end_state(c, json!({"type": "flaky", "payload": {"fail_times": 5}})).await;
+    assert_eq!(
+        (flaky5["status"].as_str(), flaky5["attempts"].as_i64()),
+        (Some("FAILED"), Some(4))
+    );
+
+    let (poison_id, poison) = end_state(c, json!({"type": "poison"})).await;
+    assert_eq!(
+        (poison["status"].as_str(), poison["attempts"].as_i64()),
+        (Some("FAILED"), Some(4))
+    );
+    assert!(poison["error"].as_str().unwrap().contains("poison"));
+
+    let (_, credit) = end_state(
+        c,
+        json!({"type": "credit", "payload": {"account": "acc-1", "amount": 42}}),
+    )
+    .await;
+    assert_eq!(credit["status"], "SUCCESS");
+    assert_eq!(c.balance("acc-1").await, 42);
+
+    let probe = BrokerProbe::connect().await;
+    let mut dead = probe.drain_ids(&world.topology().dead_letter_queue()).await;
+    dead.sort();
+    let mut want = vec![poison_id, flaky_dead];
+    want.sort();
+    assert_eq!(dead, want, "exactly the failed tasks are dead-lettered");
+    for delay in ["100ms", "200ms", "400ms"] {
+        assert_eq!(
+            probe
+                .depth(&format!("{}.tasks.retry.{delay}", world.prefix))
+                .await,
+            0
+        );
+    }
+    assert_eq!(probe.depth(&world.topology().task_queue()).await, 0);
+    app.stop().await;
+}
+
+/// Attempts of a poison task are spaced by the retry queues' delays (default 1 s, 2 s, 4 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_follow_the_default_backoff_schedule() {
+    let mut world = World::new("schedule");
+    let app = world
+        .start(Mode::All, &["--retry-delays", "1s,2s,4s"])
+        .await;
+    let c = &app.client;
+    let id = c.submit_ok(&json!({"type": "poison"})).await;
+    let started = Instant::now();
+    // When each attempt was first seen (RUNNING with a new attempt count).
+    let mut seen_at: Vec<Duration> = Vec::new();
+    loop {
+        let t = c.task(&id).await;
+        let attempts = t["attempts"].as_u64().unwrap_or(0) as usize;
+        while seen_at.len() < attempts {
+            seen_at.push(started.elapsed());
+        }
+        if t["status"] == "FAILED" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "poison task ends FAILED: {t}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let gaps: Vec<Duration> = seen_at.windows(2).map(|w| w[1] - w[0]).collect();
+    println!("observed retry delays: {gaps:?}");
+    let planned = [1.0, 2.0, 4.0];
+    assert_eq!(gaps.len(), 3, "four attempts, three gaps: {seen_at:?}");
+    for (gap, want) in gaps.iter().zip(planned) {
+        // Never early (the queue's TTL holds the message); late only by scheduling and polling.
+        let g = gap.as_secs_f64();
+        assert!(
+            g > want - 0.1 && g < want + 2.0,
+            "gap {g:.2}s for a planned {want}s; all {gaps:?}"
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_key_replays_rejects_and_dedupes() {
+    let mut world = World::new("idem");
+    let app = world.start(Mode::All, &[]).await;
+    let c = &app.client;
+    let body = json!({"type": "credit", "payload": {"account": "idem", "amount": 7}});
+
+    let first = c.submit("key-1", &body).await;
+    first.expect(202, "OK");
+    let again = c.submit("key-1", &body).await;
+    assert_eq!(
+        (again.status, &again.bytes),
+        (202, &first.bytes),
+        "replay is byte-identical"
+    );
+    assert_eq!(again.header("location"), first.header("location"));
+    assert_eq!(again.header("idempotent-replayed").as_deref(), Some("true"));
+    assert_eq!(first.header("idempotent-replayed"), None);
+
+    // Same JSON, other formatting and key order: the same request.
+    let reordered = r#"{ "payload": {"amount": 7, "account": "idem"}, "type": "credit" }"#;
+    let req = c
+        .http
+        .post(c.url("/api/v1/tasks"))
+        .header("idempotency-key", "key-1")
+        .header("content-type", "application/json");
+    assert_eq!(c.send(req.body(reordered)).await.bytes, first.bytes);
+
+    let other = json!({"type": "credit", "payload": {"account": "idem", "amount": 8}});
+    c.submit("key-1", &other)
+        .await
+        .expect(422, "IDEMPOTENCY_KEY_REUSED");
+
+    // Concurrent duplicates: one task, every 202 the same, the rest 409.
+    let body2 = json!({"type": "credit", "payload": {"account": "idem", "amount": 100}});
+    let replies = futures_util::future::join_all((0..8).map(|_| c.submit("key-2", &body2))).await;
+    let accepted: Vec<_> = replies.iter().filter(|r| r.status == 202).collect();
+    assert!(!accepted.is_empty());
+    assert!(accepted.iter().all(|r| r.bytes == accepted[0].bytes));
+    assert!(
+        replies.iter().all(|r| r.status == 202 || r.status == 409),
+        "{replies:?}"
+    );
+
+    let id = first.json()["data"]["task_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c.wait_terminal(&id, LIMIT).await;
+    let id2 = accepted[0].json()["data"]["task_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c.wait_terminal(&id2, LIMIT).await;
+    assert_eq!(
+        c.balance("idem").await,
+        107,
+        "each key's credit applied exactly once"
+    );
+    app.stop().await;
+}
+
+/// A duplicate arriving while the first request still waits for the broker is 409; once the
+/// first completes, the duplicate replays it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_while_first_is_in_flight_is_409() {
+    let mut world = World::new("inflight");
+    let link = Forwarder::start(broker_addr()).await;
+    let url = link.amqp_url();
+    let app = world
+        .start(Mode::Api, &["--publish", "confirm", "--amqp-url", &url])
+        .await;
+    link.set_latency(Duration::from_millis(400));
+    let c = app.client.clone();
+    let body = json!({"type": "echo"});
+    let first = tokio::spawn({
+        let (c, body) = (c.clone(), body.clone());
+        async move { c.submit("slow-key", &body).await }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    c.submit("slow-key", &body)
+        .await
+        .expect(409, "CONFLICT_ERR");
+    let first = first.await.unwrap();
+    first.expect(202, "OK");
+    link.set_latency(Duration::ZERO);
+    assert_eq!(c.submit("slow-key", &body).await.bytes, first.bytes);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_tasks_publish_events_with_stable_ids() {
+    let mut world = World::new("events");
+    let app = world.start(Mode::All, &[]).await;
+    let probe = BrokerProbe::connect().await;
+    let ch = probe.connection().create_channel().await.unwrap();
+    let q = ch
+        .queue_declare(
+            "".into(),
+            lapin::options::QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    ch.queue_bind(
+        q.name().clone(),
+        world.topology().events_exchange().into(),
+        "task.#".into(),
+        Default::default(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let mut events = ch
+        .basic_consume(
+            q.name().clone(),
+            "probe".into(),
+            lapin::options::BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .unwrap();
+
+    let ok_id = app.client.submit_ok(&json!({"type": "echo"})).await;
+    let bad_id = app.client.submit_ok(&json!({"type": "poison"})).await;
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let d = tokio::time::timeout(LIMIT, events.next())
+            .await
+            .expect("event arrives")
+            .unwrap()
+            .unwrap();
+        let body: Value = serde_json::from_slice(&d.data).unwrap();
+        let message_id = d.properties.message_id().as_ref().unwrap().to_string();
+        assert_eq!(body["event_id"].as_str(), Some(message_id.as_str()));
+        let status = body["task"]["status"].as_str().unwrap().to_string();
+        seen.push((
+            d.routing_key.to_string(),
+            body["task"]["id"].as_str().unwrap().to_string(),
+            status,
+        ));
+    }
+    seen.sort();
+    let mut want = vec![
+        ("task.failed".to_string(), bad_id, "FAILED".to_string()),
+        ("task.succeeded".to_string(), ok_id, "SUCCESS".to_string()),
+    ];
+    want.sort();
+    assert_eq!(seen, want);
+    app.stop().await;
+}
+
+/// The seed-style publishing strategies still deliver on a healthy broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirm_and_fire_and_forget_publishing_deliver() {
+    for publish in ["confirm", "fire-and-forget"] {
+        let mut world = World::new("publish");
+        let app = world.start(Mode::All, &["--publish", publish]).await;
+        let (_, task) = end_state(
+            &app.client,
+            json!({"type": "credit", "payload": {"account": "p", "amount": 3}}),
+        )
+        .await;
+        assert_eq!(task["status"], "SUCCESS", "--publish {publish}");
+        assert_eq!(app.client.balance("p").await, 3);
+        app.stop().await;
+    }
+}
+
+/// `--retry requeue` (the seed's first snippet) retries a poison task forever and never
+/// dead-letters it: the weakness the backoff strategy fixes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requeue_strategy_loops_on_poison() {
+    let mut world = World::new("requeue");
+    let app = world.start(Mode::All, &["--retry", "requeue"]).await;
+    let c = &app.client;
+    let id = c.submit_ok(&json!({"type": "poison"})).await;
+    let looping = wait_until(LIMIT, || async {
+        c.task(&id).await["attempts"].as_i64().unwrap_or(0) > 20
+    })
+    .await;
+    assert!(looping, "a poison task is redelivered without limit");
+    assert_ne!(c.task(&id).await["status"], "FAILED");
+    let probe = BrokerProbe::connect().await;
+    assert_eq!(probe.depth(&world.topology().dead_letter_queue()).await, 0);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classic_queues_work_too_and_garbage_is_dead_lettered() {
+    let mut world = World::new("classic");
+    let app = world.start(Mode::All, &["--queue-type", "classic"]).await;
+    let (_, task) = end_state(&app.client, json!({"type": "echo"})).await;
+    assert_eq!(task["status"], "SUCCESS");
+
+    let probe = BrokerProbe::connect().await;
+    let ch = probe.connection().create_channel().await.unwrap();
+    let props = lapin::BasicProperties::default().with_message_id("garbage-1".into());
+    ch.basic_publish(
+        world.topology().task_exchange().into(),
+        "task.echo".into(),
+        Default::default(),
+        b"not json",
+        props,
+    )
+    .await
+    .unwrap();
+    let dlq = world.topology().dead_letter_queue();
+    assert!(
+        wait_until(LIMIT, || async { probe.depth(&dlq).await == 1 }).await,
+        "undecodable message dead-lettered"
+    );
+    assert_eq!(probe.drain_ids(&dlq).await, ["garbage-1"]);
+    app.stop().await;
+}
