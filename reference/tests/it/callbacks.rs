@@ -11,9 +11,12 @@ use serde_json::{json, Value};
 
 use crate::support::{wait_until, World};
 
+/// One received callback: headers and body.
+type Call = (HeaderMap, Vec<u8>);
+
 #[derive(Clone, Default)]
 struct Sink {
-    calls: Arc<Mutex<Vec<(HeaderMap, Vec<u8>)>>>,
+    calls: Arc<Mutex<Vec<Call>>>,
     failures_left: Arc<Mutex<u32>>,
 }
 
