@@ -16,7 +16,7 @@ use crate::{
     broker::{Broker, Topology},
     cache::UserCache,
     callbacks::AllowList,
-    config::{Config, Mode, PublishStrategy},
+    config::{CallbackConfig, Config, Mode, PublishStrategy},
     dispatch::Dispatcher,
     http::{self, ApiState, OpsState, Tokens},
     metrics,
@@ -44,6 +44,11 @@ pub struct Running {
 pub async fn start(config: Config, mode: Mode) -> anyhow::Result<Running> {
     config.validate()?;
     tracing::info!(?mode, config = ?config, "starting");
+    if !config.callbacks.allow.is_empty()
+        && config.callbacks.secret == CallbackConfig::DEFAULT_SECRET
+    {
+        tracing::warn!("callbacks are signed with the default secret; set --callback-secret");
+    }
     metrics::handle();
     let tuning = &config.tuning;
     let intake = CancellationToken::new();

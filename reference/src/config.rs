@@ -228,7 +228,7 @@ pub struct CallbackConfig {
         long = "callback-secret",
         env = "REFERENCE_CALLBACK_SECRET",
         hide_env_values = true,
-        default_value = "change-me"
+        default_value = CallbackConfig::DEFAULT_SECRET
     )]
     pub secret: String,
 
@@ -243,6 +243,11 @@ pub struct CallbackConfig {
     /// Timeout of one callback request.
     #[arg(long = "callback-timeout", env = "REFERENCE_CALLBACK_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
     pub timeout: Duration,
+}
+
+impl CallbackConfig {
+    /// The placeholder secret; start-up warns when callbacks are enabled with it.
+    pub const DEFAULT_SECRET: &'static str = "change-me";
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -2,7 +2,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use reference::{
-    config::{Config, LogFormat},
+    broker::Topology,
+    config::{Config, LogFormat, QueueType},
     Mode,
 };
 use tracing_subscriber::EnvFilter;
@@ -33,6 +34,38 @@ enum ModeCommand {
     Worker(Config),
     /// API and a worker in one process.
     All(Config),
+    /// Delete the queues and exchanges under a prefix (they hold messages: stop the system first).
+    Teardown(TeardownArgs),
+}
+
+#[derive(clap::Args)]
+struct TeardownArgs {
+    /// AMQP broker URL.
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    amqp_url: String,
+    /// Prefix whose topology to delete.
+    #[arg(long, env = "REFERENCE_PREFIX")]
+    prefix: String,
+    /// Delays of the retry queues to delete, as given to the system.
+    #[arg(long, env = "REFERENCE_RETRY_DELAYS", value_parser = humantime::parse_duration, value_delimiter = ',', default_value = "1s,2s,4s")]
+    retry_delays: Vec<std::time::Duration>,
+}
+
+async fn teardown(args: TeardownArgs) -> anyhow::Result<()> {
+    let conn = lapin::Connection::connect(&args.amqp_url, Default::default()).await?;
+    let topology = Topology {
+        prefix: args.prefix,
+        queue_type: QueueType::Classic,
+        retry_delays: args.retry_delays,
+    };
+    topology.delete(&conn).await?;
+    conn.close(200, "teardown".into()).await?;
+    tracing::info!(prefix = %topology.prefix, "topology deleted");
+    Ok(())
 }
 
 fn init_tracing(format: LogFormat) {
@@ -62,6 +95,10 @@ async fn main() -> ExitCode {
         ModeCommand::Api(c) => (Mode::Api, c),
         ModeCommand::Worker(c) => (Mode::Worker, c),
         ModeCommand::All(c) => (Mode::All, c),
+        ModeCommand::Teardown(args) => {
+            init_tracing(LogFormat::Text);
+            return exit_code(teardown(args).await);
+        }
     };
     init_tracing(config.log_format);
     let result = async {
@@ -69,6 +106,10 @@ async fn main() -> ExitCode {
         running.run_until(shutdown_signal()).await
     }
     .await;
+    exit_code(result)
+}
+
+fn exit_code(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -62,18 +62,16 @@ impl Relay {
         conn: &Connection,
         cancel: &CancellationToken,
     ) -> Result<(), RelayError> {
-        let ch = broker::confirm_channel(conn)
-            .await
-            .map_err(PublishError::from)?;
-        loop {
-            if self.publish_batch(&ch).await? == 0 {
+        with_channel(conn, async |ch| loop {
+            if self.publish_batch(ch).await? == 0 {
                 tokio::select! {
                     _ = cancel.cancelled() => return Ok(()),
                     _ = self.wakeup.notified() => {}
                     _ = tokio::time::sleep(self.poll_interval) => {}
                 }
             }
-        }
+        })
+        .await
     }
 
     /// Publishes one leased batch; returns how many rows the broker confirmed.
@@ -116,20 +114,31 @@ impl Relay {
         let Some(conn) = self.broker.current() else {
             return;
         };
-        let drained = tokio::time::timeout(self.shutdown_timeout, async {
-            let ch = broker::confirm_channel(&conn)
-                .await
-                .map_err(PublishError::from)?;
-            while self.publish_batch(&ch).await? > 0 {}
-            Ok::<(), RelayError>(())
-        })
-        .await;
+        let drain = with_channel(&conn, async |ch| {
+            while self.publish_batch(ch).await? > 0 {}
+            Ok(())
+        });
+        let drained = tokio::time::timeout(self.shutdown_timeout, drain).await;
         match drained {
             Ok(Ok(())) => tracing::info!("outbox drained"),
             Ok(Err(e)) => tracing::warn!(error = %e, "outbox not fully drained at shutdown"),
             Err(_) => tracing::warn!("outbox not fully drained within the shutdown timeout"),
         }
     }
+}
+
+/// Runs `work` on a fresh confirm channel and closes the channel whatever the outcome: lapin
+/// closes a dropped channel later, racing the connection's own close at shutdown.
+async fn with_channel<T>(
+    conn: &Connection,
+    work: impl AsyncFnOnce(&Channel) -> Result<T, RelayError>,
+) -> Result<T, RelayError> {
+    let ch = broker::confirm_channel(conn)
+        .await
+        .map_err(PublishError::from)?;
+    let result = work(&ch).await;
+    let _ = ch.close(200, "relay done".into()).await;
+    result
 }
 
 fn outgoing<'a>(exchange: &'a str, row: &'a OutboxRow) -> Outgoing<'a> {

@@ -155,12 +155,17 @@ impl Topology {
     pub async fn delete(&self, conn: &lapin::Connection) -> lapin::Result<()> {
         let mut queues = vec![self.task_queue(), self.dead_letter_queue()];
         queues.extend(self.retry_delays.iter().map(|d| self.retry_queue(*d)));
-        // A failed delete closes its channel, so each gets its own.
+        // A failed delete closes its channel, so each gets its own; the others are closed
+        // explicitly rather than on drop, which would race the connection's close.
         for q in queues {
             let ch = conn.create_channel().await?;
-            let _ = ch
+            if ch
                 .queue_delete(q.into(), QueueDeleteOptions::default())
-                .await;
+                .await
+                .is_ok()
+            {
+                ch.close(200, "deleted".into()).await?;
+            }
         }
         for x in [
             self.task_exchange(),
@@ -168,9 +173,13 @@ impl Topology {
             self.events_exchange(),
         ] {
             let ch = conn.create_channel().await?;
-            let _ = ch
+            if ch
                 .exchange_delete(x.into(), ExchangeDeleteOptions::default())
-                .await;
+                .await
+                .is_ok()
+            {
+                ch.close(200, "deleted".into()).await?;
+            }
         }
         Ok(())
     }

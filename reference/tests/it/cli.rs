@@ -76,3 +76,24 @@ fn help_tells_robust_from_naive() {
         assert!(worker_help.contains(flag), "worker --help documents {flag}");
     }
 }
+
+/// The README's configuration table documents every flag the binary accepts.
+#[test]
+fn readme_documents_every_flag() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    for mode in ["api", "worker", "teardown"] {
+        let (_, help) = run_to_exit(&[mode, "--help"]);
+        let flags = help
+            .split_whitespace()
+            .filter(|w| w.starts_with("--") && w.len() > 2)
+            .map(|w| w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()))
+            .filter(|f| *f != "--help");
+        for flag in flags {
+            assert!(
+                readme.contains(&format!("`{flag}")),
+                "README lacks {flag} (from `reference {mode} --help`)"
+            );
+        }
+    }
+}
