@@ -212,14 +212,12 @@ impl Store {
         Ok(tx.commit().await?)
     }
 
-    /// Forgets keys older than `before_ms`; returns how many.
+    /// Forgets keys created before `before_ms`, abandoned reservations included; returns how many.
     pub async fn purge_keys(&self, before_ms: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "DELETE FROM idempotency_keys WHERE created_at < ? AND state = 'completed'",
-        )
-        .bind(before_ms)
-        .execute(&self.pool)
-        .await?;
+        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected())
     }
 
