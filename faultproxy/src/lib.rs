@@ -1,0 +1,1 @@
+//! A TCP fault proxy speaking Toxiproxy's HTTP API (being written).

@@ -1,0 +1,1 @@
+//! Brokers in containers through testcontainers (being written).

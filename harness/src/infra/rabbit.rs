@@ -1,0 +1,1 @@
+//! Private RabbitMQ nodes and clusters started from the local `rabbitmq-server` installation (being written).

@@ -1,0 +1,285 @@
+//! The report every suite emits: one run, its verdicts, and the files it produced.
+//!
+//! These types are the schema: `schema/run-report.schema.json` is generated from them (a test
+//! keeps it current), so tools in any language can read `verdict.json`.
+
+use std::{collections::BTreeMap, path::Path};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Identifies the format; bumped on incompatible changes.
+pub const SCHEMA: &str = "rmq-harness/run-report/v1";
+
+/// Whether a checker found the property to hold (Jepsen's `:valid?`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Validity {
+    Valid,
+    Invalid,
+    /// The history could not decide (e.g. nothing was observed).
+    Unknown,
+}
+
+impl Validity {
+    /// Combines verdicts: any invalid is invalid; otherwise any unknown is unknown.
+    pub fn all(items: impl IntoIterator<Item = Validity>) -> Validity {
+        items
+            .into_iter()
+            .fold(Validity::Valid, |acc, v| match (acc, v) {
+                (Validity::Invalid, _) | (_, Validity::Invalid) => Validity::Invalid,
+                (Validity::Unknown, _) | (_, Validity::Unknown) => Validity::Unknown,
+                _ => Validity::Valid,
+            })
+    }
+}
+
+/// One kind of anomaly a checker found, with how often and a few examples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Anomaly {
+    /// Short name, e.g. `lost`, `duplicated`, `balance_mismatch`.
+    pub kind: String,
+    pub count: u64,
+    /// Up to a handful of concrete cases, as the checker describes them.
+    pub examples: Vec<serde_json::Value>,
+}
+
+/// What one checker concluded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Verdict {
+    /// Checker name, e.g. `task-ledger`.
+    pub checker: String,
+    pub validity: Validity,
+    /// One line for humans.
+    pub summary: String,
+    /// Counts by category (e.g. `ok`, `lost`, `attempted`).
+    #[serde(default)]
+    pub counts: BTreeMap<String, u64>,
+    /// Measured figures (e.g. `ok_fraction`, `p99_ms`).
+    #[serde(default)]
+    pub measurements: BTreeMap<String, f64>,
+    #[serde(default)]
+    pub anomalies: Vec<Anomaly>,
+}
+
+impl Verdict {
+    /// Maximum examples kept per anomaly kind.
+    pub const MAX_EXAMPLES: usize = 5;
+
+    pub fn new(checker: &str) -> Verdict {
+        Verdict {
+            checker: checker.to_string(),
+            validity: Validity::Valid,
+            summary: String::new(),
+            counts: BTreeMap::new(),
+            measurements: BTreeMap::new(),
+            anomalies: Vec::new(),
+        }
+    }
+
+    pub fn count(&mut self, name: &str, n: u64) -> &mut Self {
+        self.counts.insert(name.to_string(), n);
+        self
+    }
+
+    pub fn measure(&mut self, name: &str, value: f64) -> &mut Self {
+        self.measurements.insert(name.to_string(), value);
+        self
+    }
+
+    /// Records one anomaly case; the verdict becomes invalid.
+    pub fn anomaly(&mut self, kind: &str, example: serde_json::Value) -> &mut Self {
+        self.validity = Validity::Invalid;
+        match self.anomalies.iter_mut().find(|a| a.kind == kind) {
+            Some(a) => {
+                a.count += 1;
+                if a.examples.len() < Self::MAX_EXAMPLES {
+                    a.examples.push(example);
+                }
+            }
+            None => self.anomalies.push(Anomaly {
+                kind: kind.to_string(),
+                count: 1,
+                examples: vec![example],
+            }),
+        }
+        self
+    }
+
+    /// How many cases of `kind` were found.
+    pub fn anomaly_count(&self, kind: &str) -> u64 {
+        self.anomalies
+            .iter()
+            .find(|a| a.kind == kind)
+            .map_or(0, |a| a.count)
+    }
+
+    pub fn summary(&mut self, text: impl Into<String>) -> &mut Self {
+        self.summary = text.into();
+        self
+    }
+}
+
+/// A file a run produced (history, logs, final state, load reports).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Artifact {
+    pub name: String,
+    /// Relative to the run directory.
+    pub path: String,
+}
+
+/// One run of a suite: what ran, against what, and what was concluded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RunReport {
+    /// Always [`SCHEMA`].
+    pub schema: String,
+    /// Run name, e.g. `kill-worker-under-load`.
+    pub name: String,
+    /// Suite that produced it: `scenarios`, `loadtests`, `chaos`, `harness`.
+    pub suite: String,
+    /// RFC 3339.
+    pub started_at: String,
+    pub finished_at: String,
+    pub duration_ms: u64,
+    /// The system under test: kind, address, strategies, and anything else worth recording.
+    #[serde(default)]
+    pub sut: BTreeMap<String, String>,
+    /// Parameters of the run (seed, workload, faults).
+    #[serde(default)]
+    pub parameters: BTreeMap<String, serde_json::Value>,
+    pub verdicts: Vec<Verdict>,
+    /// All verdicts combined.
+    pub validity: Validity,
+    #[serde(default)]
+    pub artifacts: Vec<Artifact>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("cannot access {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a run report: {source}")]
+    Format {
+        path: String,
+        source: serde_json::Error,
+    },
+    #[error("{path} has schema `{found}`, this version reads `{SCHEMA}`")]
+    Schema { path: String, found: String },
+}
+
+impl RunReport {
+    /// Recomputes [`RunReport::validity`] from the verdicts.
+    pub fn seal(&mut self) {
+        self.validity = Validity::all(self.verdicts.iter().map(|v| v.validity));
+    }
+
+    pub fn write_json(&self, path: &Path) -> Result<(), ReportError> {
+        let text = serde_json::to_string_pretty(self).expect("report serialises");
+        std::fs::write(path, text + "\n").map_err(|source| ReportError::Io {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    pub fn read_json(path: &Path) -> Result<RunReport, ReportError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ReportError::Io {
+            path: shown.clone(),
+            source,
+        })?;
+        let report: RunReport =
+            serde_json::from_str(&text).map_err(|source| ReportError::Format {
+                path: shown.clone(),
+                source,
+            })?;
+        if report.schema != SCHEMA {
+            return Err(ReportError::Schema {
+                path: shown,
+                found: report.schema,
+            });
+        }
+        Ok(report)
+    }
+}
+
+/// The JSON Schema of [`RunReport`].
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(RunReport)).expect("schema serialises")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anomalies_make_a_verdict_invalid_and_keep_few_examples() {
+        let mut v = Verdict::new("task-ledger");
+        assert_eq!(v.validity, Validity::Valid);
+        for i in 0..9 {
+            v.anomaly("lost", serde_json::json!({"task": i}));
+        }
+        assert_eq!(v.validity, Validity::Invalid);
+        assert_eq!(v.anomaly_count("lost"), 9);
+        assert_eq!(v.anomalies[0].examples.len(), Verdict::MAX_EXAMPLES);
+    }
+
+    #[test]
+    fn validity_combines() {
+        use Validity::*;
+        assert_eq!(Validity::all([Valid, Valid]), Valid);
+        assert_eq!(Validity::all([Valid, Unknown]), Unknown);
+        assert_eq!(Validity::all([Unknown, Invalid, Valid]), Invalid);
+        assert_eq!(Validity::all([]), Valid);
+    }
+
+    #[test]
+    fn report_round_trips_and_checks_its_schema_tag() {
+        let dir = std::env::temp_dir().join(format!("report-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("verdict.json");
+        let mut report = RunReport {
+            schema: SCHEMA.into(),
+            name: "r".into(),
+            suite: "harness".into(),
+            started_at: "2026-01-01T00:00:00Z".into(),
+            finished_at: "2026-01-01T00:00:01Z".into(),
+            duration_ms: 1000,
+            sut: BTreeMap::new(),
+            parameters: BTreeMap::new(),
+            verdicts: vec![Verdict::new("a")],
+            validity: Validity::Unknown,
+            artifacts: vec![],
+        };
+        report.seal();
+        assert_eq!(report.validity, Validity::Valid);
+        report.write_json(&path).unwrap();
+        assert_eq!(RunReport::read_json(&path).unwrap(), report);
+        report.schema = "other/v9".into();
+        report.write_json(&path).unwrap();
+        assert!(matches!(
+            RunReport::read_json(&path),
+            Err(ReportError::Schema { .. })
+        ));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// `schema/run-report.schema.json` is what the types generate; regenerate with
+    /// `UPDATE_SCHEMA=1 cargo test -p reports`.
+    #[test]
+    fn committed_schema_is_current() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/run-report.schema.json");
+        let generated = serde_json::to_string_pretty(&json_schema()).unwrap() + "\n";
+        if std::env::var_os("UPDATE_SCHEMA").is_some() {
+            std::fs::write(&path, &generated).unwrap();
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "{} is stale; run UPDATE_SCHEMA=1 cargo test -p reports",
+            path.display()
+        );
+    }
+}
