@@ -4,10 +4,14 @@
 //! - [`infra`]: real dependencies (brokers from the environment, private nodes and clusters,
 //!   containers) and the fault proxies between the parts;
 //! - [`proc`]: the OS processes the harness starts;
-//! - [`history`]: every operation as invoke, then ok / fail / info.
+//! - [`history`]: every operation as invoke, then ok / fail / info;
+//! - [`final_state`]: what the final read observed once the system settled;
+//! - [`checker`]: verdicts over a history and a final state.
 //!
 //! The harness speaks the contract (design §2), not any implementation's internals.
 
+pub mod checker;
+pub mod final_state;
 pub mod history;
 pub mod infra;
 pub mod proc;

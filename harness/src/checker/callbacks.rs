@@ -1,0 +1,144 @@
+//! Callbacks: every ended task with a `callback_url` is called back at least once
+//! (`missing_callback`), always under one event id (`multiple_event_ids`), with a valid
+//! signature (`bad_signature`), reporting the task's final status (`status_mismatch`).
+//! Extra deliveries of the same event are at-least-once and only counted.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use reports::Verdict;
+use serde_json::json;
+
+use super::Checker;
+use crate::{
+    final_state::{CallbackRecord, FinalState},
+    history::Op,
+};
+
+pub struct Callbacks;
+
+impl Checker for Callbacks {
+    fn name(&self) -> &str {
+        "callbacks"
+    }
+
+    fn check(&self, _history: &[Op], state: &FinalState) -> Verdict {
+        let mut v = Verdict::new(self.name());
+        let mut by_task: BTreeMap<&str, Vec<&CallbackRecord>> = BTreeMap::new();
+        for cb in &state.callbacks {
+            if !cb.signature_valid {
+                v.anomaly(
+                    "bad_signature",
+                    json!({"task_id": cb.task_id, "event_id": cb.event_id}),
+                );
+            }
+            if let Some(id) = cb.task_id.as_deref() {
+                by_task.entry(id).or_default().push(cb);
+            }
+        }
+        let owed: Vec<(&String, &crate::final_state::TaskView)> = state
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.callback_url.is_some() && t.is_terminal())
+            .collect();
+        for (id, task) in &owed {
+            let Some(calls) = by_task.get(id.as_str()) else {
+                v.anomaly(
+                    "missing_callback",
+                    json!({"task_id": id, "status": task.status}),
+                );
+                continue;
+            };
+            let events: BTreeSet<&str> =
+                calls.iter().filter_map(|c| c.event_id.as_deref()).collect();
+            if events.len() > 1 {
+                v.anomaly(
+                    "multiple_event_ids",
+                    json!({"task_id": id, "event_ids": events}),
+                );
+            }
+            if let Some(c) = calls
+                .iter()
+                .find(|c| c.status.as_deref() != Some(task.status.as_str()))
+            {
+                v.anomaly(
+                    "status_mismatch",
+                    json!({"task_id": id, "final": task.status, "called_back": c.status}),
+                );
+            }
+        }
+        let redundant: usize = by_task.values().map(|c| c.len().saturating_sub(1)).sum();
+        v.count("owed", owed.len() as u64)
+            .count("callbacks", state.callbacks.len() as u64)
+            .count("redundant_deliveries", redundant as u64);
+        if owed.is_empty() && state.callbacks.is_empty() {
+            v.validity = reports::Validity::Unknown;
+        }
+        v.summary(format!(
+            "{} tasks owed a callback, {} callbacks received ({redundant} redundant); {} missing",
+            owed.len(),
+            state.callbacks.len(),
+            v.anomaly_count("missing_callback")
+        ));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::final_state::TaskView;
+
+    fn cb(task: &str, event: &str, status: &str) -> CallbackRecord {
+        CallbackRecord {
+            key: None,
+            event_id: Some(event.into()),
+            task_id: Some(task.into()),
+            status: Some(status.into()),
+            signature_valid: true,
+            time_ns: 0,
+        }
+    }
+
+    fn state() -> FinalState {
+        let mut s = FinalState::default();
+        for (id, status) in [("t1", "SUCCESS"), ("t2", "FAILED")] {
+            let t = TaskView {
+                status: status.into(),
+                attempts: 1,
+                kind: "echo".into(),
+                payload: json!(null),
+                error: None,
+                callback_url: Some("http://127.0.0.1/hook".into()),
+            };
+            s.tasks.insert(id.into(), t);
+        }
+        s.callbacks = vec![
+            cb("t1", "e1", "SUCCESS"),
+            cb("t1", "e1", "SUCCESS"),
+            cb("t2", "e2", "FAILED"),
+        ];
+        s
+    }
+
+    #[test]
+    fn at_least_once_under_one_event_id_is_valid() {
+        let v = Callbacks.check(&[], &state());
+        assert_eq!(v.validity, reports::Validity::Valid, "{v:?}");
+        assert_eq!(v.counts["redundant_deliveries"], 1);
+    }
+
+    #[test]
+    fn missing_bad_and_inconsistent_callbacks_are_caught() {
+        let mut s = state();
+        s.callbacks.retain(|c| c.task_id.as_deref() != Some("t2"));
+        s.callbacks.push(cb("t1", "e9", "SUCCESS"));
+        let mut forged = cb("t1", "e1", "FAILED");
+        forged.signature_valid = false;
+        s.callbacks.push(forged);
+        let v = Callbacks.check(&[], &s);
+        assert_eq!(v.anomaly_count("missing_callback"), 1, "{v:?}");
+        assert_eq!(v.anomaly_count("multiple_event_ids"), 1, "{v:?}");
+        assert_eq!(v.anomaly_count("bad_signature"), 1, "{v:?}");
+        assert_eq!(v.anomaly_count("status_mismatch"), 1, "{v:?}");
+    }
+}
