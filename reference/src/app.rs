@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     backoff,
-    broker::{Broker, Topology},
+    broker::{topology::Names, Broker, Topology},
     cache::UserCache,
     callbacks::AllowList,
     config::{CallbackConfig, Config, Mode, PublishStrategy},
@@ -62,10 +62,13 @@ pub async fn start(config: Config, mode: Mode) -> anyhow::Result<Running> {
                 crate::config::redact_url(&config.database_url)
             )
         })?;
-    let topology = Topology {
+    let names = Names {
         prefix: config.prefix.clone(),
-        queue_type: config.strategies.queue_type,
         retry_delays: tuning.retry_delays.clone(),
+    };
+    let topology = Topology {
+        names,
+        queue_type: config.strategies.queue_type,
     };
     let name = format!("reference-{}-{}", config.prefix, mode_name(mode));
     let broker = Broker::connect(

@@ -3,9 +3,7 @@
 //! A callback is POSTed with `X-Event-Id` (the same on every retry and on a duplicate finish)
 //! and `X-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
 
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 
 use crate::model::{now_ms, rfc3339, Task, TaskStatus};
 
@@ -45,44 +43,7 @@ pub fn event_id(task_id: uuid::Uuid, status: TaskStatus) -> uuid::Uuid {
     )
 }
 
-/// The `X-Signature` header value for `body` at `unix_secs`.
-pub fn sign(secret: &str, unix_secs: i64, body: &[u8]) -> String {
-    format!(
-        "t={unix_secs},v1={}",
-        hex::encode(mac(secret, unix_secs, body))
-    )
-}
-
-fn mac(secret: &str, unix_secs: i64, body: &[u8]) -> Vec<u8> {
-    let mut m =
-        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
-    m.update(unix_secs.to_string().as_bytes());
-    m.update(b".");
-    m.update(body);
-    m.finalize().into_bytes().to_vec()
-}
-
-/// Checks an `X-Signature` header in constant time (for receivers, and the harness's sink).
-pub fn verify(secret: &str, header: &str, body: &[u8]) -> bool {
-    let mut t = None;
-    let mut v1 = None;
-    for part in header.split(',') {
-        match part.split_once('=') {
-            Some(("t", v)) => t = v.parse::<i64>().ok(),
-            Some(("v1", v)) => v1 = hex::decode(v).ok(),
-            _ => {}
-        }
-    }
-    let (Some(t), Some(v1)) = (t, v1) else {
-        return false;
-    };
-    let mut m =
-        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
-    m.update(t.to_string().as_bytes());
-    m.update(b".");
-    m.update(body);
-    m.verify_slice(&v1).is_ok()
-}
+pub use contract::signature::{sign, verify};
 
 /// Hosts callbacks may reach, so that a task cannot make the worker call arbitrary URLs.
 #[derive(Debug, Clone, Default)]
@@ -124,16 +85,6 @@ impl AllowList {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn signature_verifies_and_detects_tampering() {
-        let header = sign("k", 1_700_000_000, b"{\"a\":1}");
-        assert!(header.starts_with("t=1700000000,v1="));
-        assert!(verify("k", &header, b"{\"a\":1}"));
-        assert!(!verify("k", &header, b"{\"a\":2}"));
-        assert!(!verify("other", &header, b"{\"a\":1}"));
-        assert!(!verify("k", "garbage", b"{\"a\":1}"));
-    }
 
     #[test]
     fn event_ids_are_stable_per_task_and_outcome() {

@@ -18,7 +18,9 @@ use crate::{
 };
 
 const BATCH: u32 = 32;
-const LEASE: Duration = Duration::from_secs(60);
+/// A dispatcher holds a batch for this many callback timeouts: enough to deliver it, short
+/// enough that a worker dying mid-batch delays its callbacks by seconds, not minutes.
+const LEASE_TIMEOUTS: u32 = 3;
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 pub struct Dispatcher {
@@ -57,7 +59,11 @@ impl Dispatcher {
     pub async fn run(self, cancel: CancellationToken) {
         let mut events: Option<Channel> = None;
         loop {
-            let due = match self.store.claim_deliveries(BATCH, LEASE).await {
+            let due = match self
+                .store
+                .claim_deliveries(BATCH, self.config.timeout * LEASE_TIMEOUTS)
+                .await
+            {
                 Ok(rows) => rows,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read owed callbacks");
@@ -101,7 +107,7 @@ impl Dispatcher {
             "callback" => self.post(row).await,
             "event" => {
                 let ch = events.ok_or("broker not connected")?;
-                let exchange = self.broker.topology().events_exchange();
+                let exchange = self.broker.topology().names.events_exchange();
                 let out = Outgoing {
                     exchange: &exchange,
                     routing_key: &row.target,
@@ -126,8 +132,8 @@ impl Dispatcher {
             .http
             .post(url)
             .header("content-type", "application/json")
-            .header("x-event-id", &row.event_id)
-            .header("x-signature", signature)
+            .header(contract::EVENT_ID, &row.event_id)
+            .header(contract::SIGNATURE, signature)
             .body(row.body.clone())
             .send()
             .await

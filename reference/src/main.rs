@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use reference::{
-    broker::Topology,
+    broker::{topology::Names, Topology},
     config::{Config, LogFormat, QueueType},
     Mode,
 };
@@ -57,14 +57,17 @@ struct TeardownArgs {
 
 async fn teardown(args: TeardownArgs) -> anyhow::Result<()> {
     let conn = lapin::Connection::connect(&args.amqp_url, Default::default()).await?;
-    let topology = Topology {
+    let names = Names {
         prefix: args.prefix,
-        queue_type: QueueType::Classic,
         retry_delays: args.retry_delays,
+    };
+    let topology = Topology {
+        names,
+        queue_type: QueueType::Classic,
     };
     topology.delete(&conn).await?;
     conn.close(200, "teardown".into()).await?;
-    tracing::info!(prefix = %topology.prefix, "topology deleted");
+    tracing::info!(prefix = %topology.names.prefix, "topology deleted");
     Ok(())
 }
 

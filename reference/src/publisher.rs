@@ -98,7 +98,7 @@ impl Publisher {
         let ch = self.channel(confirms).await?;
         let message = task.message();
         let (exchange, routing_key, body, id) = (
-            self.broker.topology().task_exchange(),
+            self.broker.topology().names.task_exchange(),
             message.routing_key(),
             message.encode(),
             task.id.to_string(),

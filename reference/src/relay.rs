@@ -80,7 +80,7 @@ impl Relay {
         if rows.is_empty() {
             return Ok(0);
         }
-        let exchange = self.broker.topology().task_exchange();
+        let exchange = self.broker.topology().names.task_exchange();
         // Send the whole batch, then collect the confirms: one round trip, not one per row.
         let mut sent = Vec::with_capacity(rows.len());
         for row in &rows {

@@ -1,14 +1,4 @@
-//! The AMQP topology of design §2, declared idempotently under a prefix.
-//!
-//! | name                        | what                                                      |
-//! |-----------------------------|-----------------------------------------------------------|
-//! | `<p>.tasks` (exchange)      | topic exchange tasks are published to (`task.<type>`)     |
-//! | `<p>.tasks.q`               | durable task queue bound with `task.#`; dead-letters to `<p>.dlx` |
-//! | `<p>.tasks.retry.<ms>ms`    | one per delay; TTL, then dead-letters back to `<p>.tasks` |
-//! | `<p>.dlx` / `<p>.dlq`       | fanout exchange and queue for tasks out of retries        |
-//! | `<p>.events`                | topic exchange of `task.succeeded` / `task.failed` events |
-
-use std::time::Duration;
+//! The AMQP topology of design §2 (names in [`contract::topology`]), declared idempotently.
 
 use lapin::{
     options::{
@@ -19,44 +9,21 @@ use lapin::{
     Channel, ExchangeKind,
 };
 
+pub use contract::topology::Names;
+
 use crate::config::QueueType;
 
-/// Names and shape of the topology; the contract's naming is public so harnesses can observe it.
+/// The topology's names and the shape of its queues.
 #[derive(Debug, Clone)]
 pub struct Topology {
-    pub prefix: String,
+    pub names: Names,
     pub queue_type: QueueType,
-    pub retry_delays: Vec<Duration>,
 }
 
 /// Routing key messages carry back from a retry queue.
 pub const RETRY_ROUTING_KEY: &str = "task.retry";
 
 impl Topology {
-    pub fn task_exchange(&self) -> String {
-        format!("{}.tasks", self.prefix)
-    }
-
-    pub fn task_queue(&self) -> String {
-        format!("{}.tasks.q", self.prefix)
-    }
-
-    pub fn retry_queue(&self, delay: Duration) -> String {
-        format!("{}.tasks.retry.{}ms", self.prefix, delay.as_millis())
-    }
-
-    pub fn dead_letter_exchange(&self) -> String {
-        format!("{}.dlx", self.prefix)
-    }
-
-    pub fn dead_letter_queue(&self) -> String {
-        format!("{}.dlq", self.prefix)
-    }
-
-    pub fn events_exchange(&self) -> String {
-        format!("{}.events", self.prefix)
-    }
-
     /// Queue arguments shared by every queue: type, and for quorum queues dead-lettering that
     /// waits for the target's confirm (at-least-once) instead of RabbitMQ's at-most-once default.
     fn queue_args(&self) -> FieldTable {
@@ -93,56 +60,57 @@ impl Topology {
         };
         let none = FieldTable::default;
         ch.exchange_declare(
-            self.task_exchange().into(),
+            self.names.task_exchange().into(),
             ExchangeKind::Topic,
             durable_exchange,
             none(),
         )
         .await?;
         ch.exchange_declare(
-            self.dead_letter_exchange().into(),
+            self.names.dead_letter_exchange().into(),
             ExchangeKind::Fanout,
             durable_exchange,
             none(),
         )
         .await?;
         ch.exchange_declare(
-            self.events_exchange().into(),
+            self.names.events_exchange().into(),
             ExchangeKind::Topic,
             durable_exchange,
             none(),
         )
         .await?;
 
-        let task_args = self.dead_lettering_to(self.dead_letter_exchange(), None);
-        ch.queue_declare(self.task_queue().into(), durable_queue, task_args)
+        let task_args = self.dead_lettering_to(self.names.dead_letter_exchange(), None);
+        ch.queue_declare(self.names.task_queue().into(), durable_queue, task_args)
             .await?;
         ch.queue_bind(
-            self.task_queue().into(),
-            self.task_exchange().into(),
+            self.names.task_queue().into(),
+            self.names.task_exchange().into(),
             "task.#".into(),
             QueueBindOptions::default(),
             none(),
         )
         .await?;
 
-        for delay in &self.retry_delays {
-            let mut args = self.dead_lettering_to(self.task_exchange(), Some(RETRY_ROUTING_KEY));
+        for delay in &self.names.retry_delays {
+            let mut args =
+                self.dead_lettering_to(self.names.task_exchange(), Some(RETRY_ROUTING_KEY));
             let ttl = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
             args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
-            ch.queue_declare(self.retry_queue(*delay).into(), durable_queue, args)
+            ch.queue_declare(self.names.retry_queue(*delay).into(), durable_queue, args)
                 .await?;
         }
 
         ch.queue_declare(
-            self.dead_letter_queue().into(),
+            self.names.dead_letter_queue().into(),
             durable_queue,
             self.queue_args(),
         )
         .await?;
         ch.queue_bind(
-            self.dead_letter_queue().into(),
-            self.dead_letter_exchange().into(),
+            self.names.dead_letter_queue().into(),
+            self.names.dead_letter_exchange().into(),
             "".into(),
             QueueBindOptions::default(),
             none(),
@@ -153,8 +121,7 @@ impl Topology {
 
     /// Deletes everything `declare` made (tests and teardown); missing parts are fine.
     pub async fn delete(&self, conn: &lapin::Connection) -> lapin::Result<()> {
-        let mut queues = vec![self.task_queue(), self.dead_letter_queue()];
-        queues.extend(self.retry_delays.iter().map(|d| self.retry_queue(*d)));
+        let queues = self.names.queues();
         // A failed delete closes its channel, so each gets its own; the others are closed
         // explicitly rather than on drop, which would race the connection's close.
         for q in queues {
@@ -167,11 +134,7 @@ impl Topology {
                 ch.close(200, "deleted".into()).await?;
             }
         }
-        for x in [
-            self.task_exchange(),
-            self.dead_letter_exchange(),
-            self.events_exchange(),
-        ] {
+        for x in self.names.exchanges() {
             let ch = conn.create_channel().await?;
             if ch
                 .exchange_delete(x.into(), ExchangeDeleteOptions::default())
@@ -204,25 +167,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_live_under_the_prefix() {
-        let t = Topology {
-            prefix: "p1".into(),
-            queue_type: QueueType::Quorum,
-            retry_delays: vec![Duration::from_secs(1), Duration::from_millis(2500)],
-        };
-        assert_eq!(t.task_exchange(), "p1.tasks");
-        assert_eq!(t.task_queue(), "p1.tasks.q");
-        assert_eq!(t.retry_queue(t.retry_delays[1]), "p1.tasks.retry.2500ms");
-        assert_eq!(t.dead_letter_queue(), "p1.dlq");
-        assert_eq!(t.events_exchange(), "p1.events");
-    }
-
-    #[test]
     fn quorum_queues_dead_letter_at_least_once() {
-        let t = Topology {
+        let names = Names {
             prefix: "p".into(),
-            queue_type: QueueType::Quorum,
             retry_delays: vec![],
+        };
+        let t = Topology {
+            names,
+            queue_type: QueueType::Quorum,
         };
         let args = t.dead_lettering_to("p.dlx".into(), None);
         let get = |k: &str| args.inner().get(&ShortString::from(k)).cloned();

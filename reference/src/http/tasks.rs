@@ -37,7 +37,7 @@ pub async fn create(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let key = check_idempotency_key(single_header(&headers, "idempotency-key")?)?;
+    let key = check_idempotency_key(single_header(&headers, contract::IDEMPOTENCY_KEY)?)?;
     let task = from_json::<CreateTaskRequest>(body.clone(), "")?.validate_input(&s.allow)?;
     match s
         .store
@@ -115,8 +115,10 @@ fn respond(stored: &StoredResponse, replayed: bool) -> Response {
         res.headers_mut().insert(header::LOCATION, location);
     }
     if replayed {
-        res.headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        res.headers_mut().insert(
+            contract::IDEMPOTENT_REPLAYED,
+            HeaderValue::from_static("true"),
+        );
     }
     res
 }

@@ -77,7 +77,7 @@ impl Worker {
         let out = broker::confirm_channel(conn).await?;
         let tag = format!(
             "{}-worker-{}",
-            self.broker.topology().prefix,
+            self.broker.topology().names.prefix,
             uuid::Uuid::new_v4()
         );
         let opts = BasicConsumeOptions {
@@ -86,13 +86,13 @@ impl Worker {
         };
         let mut consumer = ch
             .basic_consume(
-                self.broker.topology().task_queue().into(),
+                self.broker.topology().names.task_queue().into(),
                 tag.as_str().into(),
                 opts,
                 FieldTable::default(),
             )
             .await?;
-        tracing::info!(queue = %self.broker.topology().task_queue(), prefetch = self.prefetch, "consuming");
+        tracing::info!(queue = %self.broker.topology().names.task_queue(), prefetch = self.prefetch, "consuming");
         let permits = Arc::new(Semaphore::new(self.concurrency as usize));
         let mut in_flight = JoinSet::new();
         let end = loop {

@@ -119,7 +119,7 @@ impl Processor {
     }
 
     fn setnx_key(&self, id: uuid::Uuid) -> String {
-        format!("{}:processed:{id}", self.topology.prefix)
+        format!("{}:processed:{id}", self.topology.names.prefix)
     }
 
     fn dedupe_label(&self) -> &'static str {
@@ -167,7 +167,7 @@ impl Processor {
     ) -> Result<Settle, InfraError> {
         metrics::attempt_failed(msg.spec.kind(), started.elapsed().as_secs_f64());
         self.forget_mark(msg.task_id).await?;
-        let delays = &self.topology.retry_delays;
+        let delays = &self.topology.names.retry_delays;
         let retry_delay = usize::try_from(attempt - 1)
             .ok()
             .and_then(|i| delays.get(i));
@@ -181,7 +181,7 @@ impl Processor {
             (RetryStrategy::Backoff, Some(delay)) => {
                 tracing::info!(task_id = %msg.task_id, attempt, %error, retry_in = ?delay, "attempt failed; retrying");
                 self.store.retry_later(msg.task_id, error).await?;
-                let queue = self.topology.retry_queue(*delay);
+                let queue = self.topology.names.retry_queue(*delay);
                 self.republish(out, "", &queue, msg, attempt, error).await?;
                 metrics::retried(msg.spec.kind());
                 Ok(Settle::Ack)
@@ -190,7 +190,7 @@ impl Processor {
                 tracing::warn!(task_id = %msg.task_id, attempt, %error, "retries exhausted; dead-lettering");
                 // Dead-letter first: a crash before the status is written repeats this step
                 // rather than leaving a FAILED task missing from the dead-letter queue.
-                let dlx = self.topology.dead_letter_exchange();
+                let dlx = self.topology.names.dead_letter_exchange();
                 self.republish(out, &dlx, "task.dead", msg, attempt, error)
                     .await?;
                 let finish = Finish {

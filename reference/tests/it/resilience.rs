@@ -72,7 +72,7 @@ async fn worker_killed_mid_stream_loses_nothing_and_applies_nothing_twice() {
     assert_eq!(balances(&api.client).await, want);
     let probe = BrokerProbe::connect().await;
     assert_eq!(
-        probe.depth(&world.topology().task_queue()).await,
+        probe.depth(&world.topology().names.task_queue()).await,
         0,
         "no residue"
     );

@@ -71,7 +71,9 @@ async fn each_task_type_reaches_its_end_state() {
     assert_eq!(c.balance("acc-1").await, 42);
 
     let probe = BrokerProbe::connect().await;
-    let mut dead = probe.drain_ids(&world.topology().dead_letter_queue()).await;
+    let mut dead = probe
+        .drain_ids(&world.topology().names.dead_letter_queue())
+        .await;
     dead.sort();
     let mut want = vec![poison_id, flaky_dead];
     want.sort();
@@ -84,7 +86,7 @@ async fn each_task_type_reaches_its_end_state() {
             0
         );
     }
-    assert_eq!(probe.depth(&world.topology().task_queue()).await, 0);
+    assert_eq!(probe.depth(&world.topology().names.task_queue()).await, 0);
     app.stop().await;
 }
 
@@ -239,7 +241,7 @@ async fn finished_tasks_publish_events_with_stable_ids() {
         .unwrap();
     ch.queue_bind(
         q.name().clone(),
-        world.topology().events_exchange().into(),
+        world.topology().names.events_exchange().into(),
         "task.#".into(),
         Default::default(),
         Default::default(),
@@ -320,7 +322,12 @@ async fn requeue_strategy_loops_on_poison() {
     assert!(looping, "a poison task is redelivered without limit");
     assert_ne!(c.task(&id).await["status"], "FAILED");
     let probe = BrokerProbe::connect().await;
-    assert_eq!(probe.depth(&world.topology().dead_letter_queue()).await, 0);
+    assert_eq!(
+        probe
+            .depth(&world.topology().names.dead_letter_queue())
+            .await,
+        0
+    );
     app.stop().await;
 }
 
@@ -335,7 +342,7 @@ async fn classic_queues_work_too_and_garbage_is_dead_lettered() {
     let ch = probe.connection().create_channel().await.unwrap();
     let props = lapin::BasicProperties::default().with_message_id("garbage-1".into());
     ch.basic_publish(
-        world.topology().task_exchange().into(),
+        world.topology().names.task_exchange().into(),
         "task.echo".into(),
         Default::default(),
         b"not json",
@@ -343,7 +350,7 @@ async fn classic_queues_work_too_and_garbage_is_dead_lettered() {
     )
     .await
     .unwrap();
-    let dlq = world.topology().dead_letter_queue();
+    let dlq = world.topology().names.dead_letter_queue();
     assert!(
         wait_until(LIMIT, || async { probe.depth(&dlq).await == 1 }).await,
         "undecodable message dead-lettered"

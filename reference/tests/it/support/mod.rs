@@ -7,7 +7,11 @@ pub mod process;
 use std::{future::Future, sync::Once, time::Duration};
 
 use clap::Parser;
-use reference::{broker::Topology, config::QueueType, Config, Mode, Running};
+use reference::{
+    broker::{topology::Names, Topology},
+    config::QueueType,
+    Config, Mode, Running,
+};
 use serde_json::Value;
 
 /// The broker every test uses (the machine's, or `AMQP_URL`).
@@ -110,10 +114,13 @@ impl World {
     }
 
     pub fn topology(&self) -> Topology {
-        Topology {
+        let names = Names {
             prefix: self.prefix.clone(),
-            queue_type: QueueType::Classic,
             retry_delays: self.retry_delays.clone(),
+        };
+        Topology {
+            names,
+            queue_type: QueueType::Classic,
         }
     }
 }
