@@ -1,5 +1,174 @@
-//! Real dependencies, provisioned in the order of design §4: URLs from the environment, private
-//! nodes started from a local installation, containers where an engine runs, else a clear error.
+//! Real dependencies, provisioned in the order of design §4: a URL from the environment, a
+//! private node (or cluster) started from the local `rabbitmq-server` installation, a container
+//! where an engine runs, else a clear error naming the ways to provide a broker.
+//!
+//! Broker faults only ever touch brokers the harness started itself.
 
 pub mod container;
 pub mod rabbit;
+
+use std::{path::Path, sync::Arc};
+
+use serde::{Deserialize, Serialize};
+
+use crate::nemesis::Fault;
+
+/// Which broker a run wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerChoice {
+    /// `AMQP_URL` when set, else a private node, else a container.
+    #[default]
+    Auto,
+    /// A private node of this run (needed for broker faults).
+    Node,
+    /// A private three-node cluster of this run (needed for member loss).
+    Cluster,
+    /// A container (testcontainers).
+    Container,
+}
+
+/// The broker of a run.
+pub enum Broker {
+    /// Given by URL: used as is, never faulted.
+    External(String),
+    Node(Arc<rabbit::Node>),
+    Cluster(Arc<rabbit::Cluster>),
+    Container(container::BrokerContainer),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InfraError {
+    #[error(
+        "no broker: set AMQP_URL, or install rabbitmq-server (private nodes; `./verify` or \
+         scripts/services.sh installs it), or run a container engine (scripts/docker.sh)"
+    )]
+    NoBroker,
+    #[error(transparent)]
+    Rabbit(#[from] rabbit::RabbitError),
+    #[error(transparent)]
+    Container(#[from] container::ContainerError),
+}
+
+impl Broker {
+    /// Provisions the broker `choice` asks for; private nodes keep their data under `base`.
+    pub async fn provision(choice: BrokerChoice, base: &Path) -> Result<Broker, InfraError> {
+        match choice {
+            BrokerChoice::Auto => Self::auto(base).await,
+            BrokerChoice::Node => Ok(Broker::Node(Arc::new(rabbit::Node::start(base, 1).await?))),
+            BrokerChoice::Cluster => Ok(Broker::Cluster(Arc::new(
+                rabbit::Cluster::start(base, 3).await?,
+            ))),
+            BrokerChoice::Container => {
+                Ok(Broker::Container(container::start_rabbitmq(None).await?))
+            }
+        }
+    }
+
+    async fn auto(base: &Path) -> Result<Broker, InfraError> {
+        if let Ok(url) = std::env::var("AMQP_URL") {
+            if !url.is_empty() {
+                return Ok(Broker::External(url));
+            }
+        }
+        if rabbit::installed() {
+            return Ok(Broker::Node(Arc::new(rabbit::Node::start(base, 1).await?)));
+        }
+        if container::engine().is_some() {
+            return Ok(Broker::Container(container::start_rabbitmq(None).await?));
+        }
+        Err(InfraError::NoBroker)
+    }
+
+    /// The URL clients connect to (the first member, for a cluster).
+    pub fn amqp_url(&self) -> String {
+        match self {
+            Broker::External(url) => url.clone(),
+            Broker::Node(n) => n.amqp_url(),
+            Broker::Cluster(c) => c.amqp_urls().into_iter().next().unwrap_or_default(),
+            Broker::Container(c) => c.amqp_url(),
+        }
+    }
+
+    /// A one-line description for reports.
+    pub fn describe(&self) -> String {
+        match self {
+            Broker::External(url) => format!("external {}", redact(url)),
+            Broker::Node(n) => format!("private node {}", n.name()),
+            Broker::Cluster(c) => format!("private cluster of {}", c.nodes().len()),
+            Broker::Container(c) => format!("container {}", c.image()),
+        }
+    }
+
+    fn node(&self) -> Result<&rabbit::Node, String> {
+        match self {
+            Broker::Node(n) => Ok(n),
+            Broker::Cluster(c) => c
+                .nodes()
+                .first()
+                .map(|n| n.as_ref())
+                .ok_or_else(|| "empty cluster".into()),
+            _ => Err(format!(
+                "{} cannot be faulted; use a private node (--broker node)",
+                self.describe()
+            )),
+        }
+    }
+
+    fn cluster(&self) -> Result<&rabbit::Cluster, String> {
+        match self {
+            Broker::Cluster(c) => Ok(c),
+            _ => Err(format!(
+                "member loss needs a cluster (--broker cluster), not {}",
+                self.describe()
+            )),
+        }
+    }
+
+    /// Injects a broker fault.
+    pub async fn inject(&self, fault: &Fault) -> Result<(), String> {
+        let e = |e: rabbit::RabbitError| e.to_string();
+        match fault {
+            Fault::BrokerStop => self.node()?.stop().await.map_err(e),
+            Fault::BrokerKill => {
+                self.node()?.kill();
+                Ok(())
+            }
+            Fault::BrokerPause => {
+                self.node()?.pause();
+                Ok(())
+            }
+            Fault::MemoryAlarm => self.node()?.set_memory_alarm(true).await.map_err(e),
+            Fault::MemberLoss { member } => {
+                self.cluster()?.lose_member(*member);
+                Ok(())
+            }
+            other => Err(format!("{other:?} is not a broker fault")),
+        }
+    }
+
+    /// Heals a broker fault.
+    pub async fn heal(&self, fault: &Fault) -> Result<(), String> {
+        let e = |e: rabbit::RabbitError| e.to_string();
+        match fault {
+            Fault::BrokerStop | Fault::BrokerKill => self.node()?.start_again().await.map_err(e),
+            Fault::BrokerPause => {
+                self.node()?.resume();
+                Ok(())
+            }
+            Fault::MemoryAlarm => self.node()?.set_memory_alarm(false).await.map_err(e),
+            Fault::MemberLoss { member } => self.cluster()?.rejoin(*member).await.map_err(e),
+            other => Err(format!("{other:?} is not a broker fault")),
+        }
+    }
+}
+
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
