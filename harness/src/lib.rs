@@ -11,7 +11,18 @@
 //! The harness speaks the contract (design §2), not any implementation's internals.
 
 pub mod checker;
+pub mod client;
+pub mod duration;
+pub mod experiment;
+pub mod final_read;
 pub mod final_state;
 pub mod history;
 pub mod infra;
+pub mod links;
+pub mod nemesis;
+pub mod ops;
 pub mod proc;
+pub mod run;
+pub mod sink;
+pub mod sut;
+pub mod workload;

@@ -1,1 +1,153 @@
-fn main() {}
+//! `harness`: run an experiment against the reference system, or re-check a finished run.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use harness::{
+    checker,
+    experiment::{self, Experiment},
+    final_state::FinalState,
+    history::History,
+    infra::{Broker, BrokerChoice},
+    run::{exit_code, RunDir},
+};
+use reports::RunReport;
+
+/// Test bed for API + RabbitMQ worker systems: starts the reference system against a broker,
+/// drives a seeded workload beside a fault schedule, reads the final state, checks it, and
+/// writes a run directory with history, logs and verdict.json.
+///
+/// Exit status: 0 when every verdict is valid, 1 when one is invalid, 2 when undecided.
+#[derive(Parser)]
+#[command(name = "harness", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an experiment: a JSON file (see `Experiment` in the docs), `-` for stdin, or defaults.
+    Run {
+        /// Experiment file; every field is optional.
+        file: Option<PathBuf>,
+        /// Directory the run directory is created in [default: HARNESS_RUNS_DIR, else target/harness/runs].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Broker: auto (AMQP_URL, else a private node, else a container) | node | cluster | container.
+        #[arg(long, value_enum, default_value_t = BrokerChoice::Auto)]
+        broker: BrokerChoice,
+        /// Overrides the experiment's name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Overrides the workload seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Overrides the number of operations.
+        #[arg(long)]
+        ops: Option<u64>,
+    },
+    /// Re-run the checkers over a run directory's history and final state, updating its verdict.
+    Check {
+        /// The run directory (e.g. target/harness/runs/latest).
+        run_dir: PathBuf,
+    },
+}
+
+fn load_experiment(file: Option<&PathBuf>) -> anyhow::Result<Experiment> {
+    let text = match file {
+        None => return Ok(Experiment::default()),
+        Some(p) if p.as_os_str() == "-" => std::io::read_to_string(std::io::stdin())?,
+        Some(p) => {
+            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?
+        }
+    };
+    serde_json::from_str(&text).context("the experiment is not valid JSON of the expected shape")
+}
+
+fn print_report(report: &RunReport, dir: &std::path::Path) {
+    println!(
+        "run {} ({} ms): {:?}",
+        report.name, report.duration_ms, report.validity
+    );
+    for v in &report.verdicts {
+        println!(
+            "  {:<14} {:<8} {}",
+            v.checker,
+            format!("{:?}", v.validity).to_lowercase(),
+            v.summary
+        );
+        for a in &v.anomalies {
+            println!(
+                "      {} x{}: {}",
+                a.kind,
+                a.count,
+                a.examples
+                    .first()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default()
+            );
+        }
+    }
+    println!("verdict: {}", dir.join("verdict.json").display());
+}
+
+async fn run(
+    file: Option<PathBuf>,
+    out: Option<PathBuf>,
+    choice: BrokerChoice,
+    name: Option<String>,
+    seed: Option<u64>,
+    ops: Option<u64>,
+) -> anyhow::Result<ExitCode> {
+    let mut exp = load_experiment(file.as_ref())?;
+    exp.name = name.unwrap_or(exp.name);
+    exp.seed = seed.unwrap_or(exp.seed);
+    exp.ops = ops.unwrap_or(exp.ops);
+    let dir = RunDir::create(out.as_deref(), &exp.name)?;
+    eprintln!("run directory: {}", dir.path().display());
+    let broker = Broker::provision(choice, &dir.file("broker")).await?;
+    let report = experiment::execute(&exp, &broker, &dir).await?;
+    print_report(&report, dir.path());
+    Ok(exit_code(&report))
+}
+
+fn check(run_dir: PathBuf) -> anyhow::Result<ExitCode> {
+    let exp: Experiment =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("experiment.json"))?)?;
+    let ops = History::load(&run_dir.join("history.jsonl"))?;
+    let state: FinalState =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("final.json"))?)?;
+    let mut report = RunReport::read_json(&run_dir.join("verdict.json"))?;
+    report.verdicts = checker::check_all(&exp.checkers(), &ops, &state);
+    report.seal();
+    report.write_json(&run_dir.join("verdict.json"))?;
+    print_report(&report, &run_dir);
+    Ok(exit_code(&report))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match Cli::parse().command {
+        Command::Run {
+            file,
+            out,
+            broker,
+            name,
+            seed,
+            ops,
+        } => run(file, out, broker, name, seed, ops).await,
+        Command::Check { run_dir } => check(run_dir),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        ExitCode::from(3)
+    })
+}

@@ -1,8 +1,10 @@
-//! Time to recover after a fault heals: from each `stop-fault` of the nemesis to the first
-//! operation invoked after it that succeeds. Invalid when that exceeds the limit, or when no
-//! operation succeeds after a heal (`not_recovered`).
+//! Time to recover after a fault heals: from the start of each heal (`stop-fault` invoked by
+//! the nemesis; restarting a process is part of recovering) to the first operation invoked
+//! after it that succeeds. Invalid when that exceeds the limit (`slow_recovery`), or when
+//! operations ran after a heal and none succeeded (`not_recovered`). A heal after which no
+//! operation ran at all is unobserved: the verdict is then undecided rather than valid.
 
-use reports::Verdict;
+use reports::{Validity, Verdict};
 use serde_json::json;
 
 use super::Checker;
@@ -26,20 +28,25 @@ impl Checker for Recovery {
         let mut v = Verdict::new(self.name());
         let heals: Vec<&Op> = history
             .iter()
-            .filter(|o| o.process == NEMESIS && o.f == f::STOP_FAULT && o.kind != OpType::Invoke)
+            .filter(|o| o.process == NEMESIS && o.f == f::STOP_FAULT && o.kind == OpType::Invoke)
             .collect();
-        let oks: Vec<(u64, u64)> = pairs(history)
+        let ops: Vec<_> = pairs(history)
             .into_iter()
-            .filter(|p| p.invoke.f == self.f && p.outcome() == OpType::Ok)
+            .filter(|p| p.invoke.f == self.f)
+            .collect();
+        let oks: Vec<(u64, u64)> = ops
+            .iter()
+            .filter(|p| p.outcome() == OpType::Ok)
             .filter_map(|p| Some((p.invoke.time_ns, p.completion?.time_ns)))
             .collect();
-        let mut worst: f64 = 0.0;
+        let (mut worst, mut unobserved): (f64, u64) = (0.0, 0);
         for heal in &heals {
             let first = oks
                 .iter()
                 .filter(|(inv, _)| *inv >= heal.time_ns)
                 .map(|(_, done)| *done)
                 .min();
+            let observed = ops.iter().any(|p| p.invoke.time_ns >= heal.time_ns);
             match first {
                 Some(done) => {
                     let ms = (done - heal.time_ns) as f64 / 1e6;
@@ -48,21 +55,23 @@ impl Checker for Recovery {
                         v.anomaly("slow_recovery", json!({"healed_at_ns": heal.time_ns, "recovery_ms": ms, "limit_ms": self.limit_ms}));
                     }
                 }
-                None => {
+                None if observed => {
                     v.anomaly(
                         "not_recovered",
                         json!({"healed_at_ns": heal.time_ns, "fault": heal.value}),
                     );
                 }
+                None => unobserved += 1,
             }
         }
         v.count("heals", heals.len() as u64)
+            .count("unobserved", unobserved)
             .measure("max_recovery_ms", worst);
-        if heals.is_empty() {
-            v.validity = reports::Validity::Unknown;
+        if (heals.is_empty() || unobserved > 0) && v.validity == Validity::Valid {
+            v.validity = Validity::Unknown;
         }
         v.summary(format!(
-            "{} heals, worst recovery {worst:.0} ms (limit {})",
+            "{} heals ({unobserved} unobserved), worst recovery {worst:.0} ms (limit {})",
             heals.len(),
             self.limit_ms
         ));
@@ -75,40 +84,52 @@ mod tests {
     use super::*;
     use crate::{checker::fixtures::*, history::History};
 
-    fn history(ok_after_heal: bool) -> Vec<Op> {
+    fn history(after_heal: Option<OpType>) -> Vec<Op> {
         let h = History::new();
         accepted(&h, 0, "k0", credit("a", 1), "t0", false);
         fault(&h, f_start(), "kill-worker");
         fault(&h, f_stop(), "kill-worker");
-        if ok_after_heal {
-            accepted(&h, 1, "k1", credit("a", 1), "t1", false);
+        match after_heal {
+            Some(OpType::Ok) => accepted(&h, 1, "k1", credit("a", 1), "t1", false),
+            Some(kind) => submit(&h, 1, "k1", credit("a", 1), kind, json!({"status": 503})),
+            None => {}
         }
         h.ops()
     }
 
-    #[test]
-    fn an_ok_after_the_heal_is_a_recovery() {
-        let v = Recovery {
+    fn recovery(limit_ms: f64, after_heal: Option<OpType>) -> Verdict {
+        Recovery {
             f: f::SUBMIT.into(),
-            limit_ms: 10_000.0,
+            limit_ms,
         }
-        .check(&history(true), &FinalState::default());
-        assert_eq!(v.validity, reports::Validity::Valid, "{v:?}");
+        .check(&history(after_heal), &FinalState::default())
     }
 
     #[test]
-    fn no_ok_after_the_heal_or_a_slow_one_is_caught() {
-        let v = Recovery {
-            f: f::SUBMIT.into(),
-            limit_ms: 10_000.0,
-        }
-        .check(&history(false), &FinalState::default());
-        assert_eq!(v.anomaly_count("not_recovered"), 1);
-        let v = Recovery {
-            f: f::SUBMIT.into(),
-            limit_ms: 0.0,
-        }
-        .check(&history(true), &FinalState::default());
-        assert_eq!(v.anomaly_count("slow_recovery"), 1);
+    fn an_ok_after_the_heal_is_a_recovery() {
+        let v = recovery(10_000.0, Some(OpType::Ok));
+        assert_eq!(v.validity, Validity::Valid, "{v:?}");
+    }
+
+    #[test]
+    fn failures_after_the_heal_or_a_slow_recovery_are_caught() {
+        assert_eq!(
+            recovery(10_000.0, Some(OpType::Info)).anomaly_count("not_recovered"),
+            1
+        );
+        assert_eq!(
+            recovery(0.0, Some(OpType::Ok)).anomaly_count("slow_recovery"),
+            1
+        );
+    }
+
+    #[test]
+    fn a_heal_with_nothing_after_it_is_undecided() {
+        let v = recovery(10_000.0, None);
+        assert_eq!(
+            (v.validity, v.counts["unobserved"]),
+            (Validity::Unknown, 1),
+            "{v:?}"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Latency and availability of one operation against a service-level objective: the p99 of
-//! successful operations stays under a limit, and the share of operations that succeed stays
-//! above a target. Unknown outcomes count as unavailable.
+//! answered operations stays under a limit, and the share of operations answered stays above
+//! a target. An answer is a success or a definite refusal (a correct 409 or 422 is the service
+//! working); unknown outcomes (5xx, timeouts, resets) count as unavailable.
 
 use hdrhistogram::Histogram;
 use reports::Verdict;
@@ -34,28 +35,28 @@ impl Checker for Slo {
         // Microseconds from 1 µs to one hour; longer latencies saturate at an hour.
         let mut latencies =
             Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds");
-        let ok: Vec<_> = ops.iter().filter(|p| p.outcome() == OpType::Ok).collect();
-        for p in &ok {
+        let answered: Vec<_> = ops.iter().filter(|p| p.outcome() != OpType::Info).collect();
+        for p in &answered {
             let micros = p.latency_ns().unwrap_or(0) / 1_000;
             latencies.saturating_record(micros.max(1));
         }
         let total = ops.len() as u64;
         v.count("operations", total)
-            .count("ok", ok.len() as u64)
-            .count("not_ok", total - ok.len() as u64);
+            .count("answered", answered.len() as u64)
+            .count("unanswered", total - answered.len() as u64);
         if total == 0 {
             v.validity = reports::Validity::Unknown;
             v.summary(format!("no {} operations", self.f));
             return v;
         }
         let ms = |q: f64| latencies.value_at_quantile(q) as f64 / 1000.0;
-        let availability = ok.len() as f64 / total as f64;
+        let availability = answered.len() as f64 / total as f64;
         v.measure("p50_ms", ms(0.5))
             .measure("p95_ms", ms(0.95))
             .measure("p99_ms", ms(0.99))
             .measure("max_ms", latencies.max() as f64 / 1000.0)
             .measure("availability", availability);
-        if !ok.is_empty() && ms(0.99) > self.p99_ms {
+        if !answered.is_empty() && ms(0.99) > self.p99_ms {
             v.anomaly(
                 "latency",
                 json!({"f": self.f, "p99_ms": ms(0.99), "limit_ms": self.p99_ms}),

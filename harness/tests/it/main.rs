@@ -4,3 +4,5 @@
 mod containers;
 mod nodes;
 mod proxy;
+mod support;
+mod sut;
