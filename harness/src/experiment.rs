@@ -6,6 +6,7 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
+use contract::topology::Names;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -13,14 +14,17 @@ use crate::{
     client::Client,
     final_read::FinalRead,
     history::History,
-    infra::Broker,
+    infra::{
+        services::{Mysql, Redis},
+        Broker,
+    },
     links::Links,
     nemesis::{self, Nemesis, Step},
     ops::Recorder,
     run::RunDir,
     sink::Sink,
-    sut::{ReferenceSut, SutConfig},
-    workload::{self, Generator, Limits, Mix},
+    sut::{Backends, ReferenceSut, Store, SutConfig},
+    workload::{self, Generator, Limits, Mix, Tally},
 };
 
 /// Objectives the SLO and recovery checkers hold the run to.
@@ -72,6 +76,8 @@ pub struct Experiment {
     #[serde(with = "crate::duration")]
     pub settle_timeout: Duration,
     pub objectives: Objectives,
+    /// Attach to this system instead of starting the reference (`sut` is then ignored).
+    pub external: Option<External>,
 }
 
 impl Default for Experiment {
@@ -91,6 +97,7 @@ impl Default for Experiment {
             request_timeout: Duration::from_secs(5),
             settle_timeout: Duration::from_secs(30),
             objectives: Objectives::default(),
+            external: None,
         }
     }
 }
@@ -124,6 +131,139 @@ impl Experiment {
     }
 }
 
+/// A system that speaks the contract, attached by URL instead of started by the harness.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct External {
+    pub base_url: String,
+    /// Its topology's prefix and retry delays, for queue depths and dead letters.
+    pub prefix: String,
+    #[serde(with = "crate::duration::list", default)]
+    pub retry_delays: Vec<Duration>,
+}
+
+/// The system under test and what was started for it.
+struct Deployment {
+    links: Option<Links>,
+    sut: Option<ReferenceSut>,
+    base_url: String,
+    names: Names,
+    // Held for the run's length: dropping them stops private servers.
+    _mysql: Option<Mysql>,
+    _redis: Option<Redis>,
+}
+
+impl Deployment {
+    async fn start(exp: &Experiment, broker: &Broker, run: &RunDir) -> anyhow::Result<Deployment> {
+        if let Some(ext) = &exp.external {
+            let names = Names {
+                prefix: ext.prefix.clone(),
+                retry_delays: ext.retry_delays.clone(),
+            };
+            return Ok(Deployment {
+                links: None,
+                sut: None,
+                base_url: ext.base_url.clone(),
+                names,
+                _mysql: None,
+                _redis: None,
+            });
+        }
+        let links = if exp.sut.via_links {
+            Some(Links::start().await?)
+        } else {
+            None
+        };
+        let services = run.file("services");
+        let mysql = match exp.sut.store {
+            Store::Mysql => Some(Mysql::provision(&services).await?),
+            Store::Sqlite => None,
+        };
+        let redis = if exp.sut.redis {
+            Some(Redis::provision(&services).await?)
+        } else {
+            None
+        };
+        let backends = Backends {
+            amqp_url: broker.amqp_url(),
+            mysql_url: mysql.as_ref().map(Mysql::url),
+            redis_url: redis.as_ref().map(|r| r.url().to_string()),
+        };
+        tracing::info!(run = %run.path().display(), broker = %broker.describe(), "starting the system under test");
+        let sut = ReferenceSut::start(&exp.sut, &backends, links.as_ref(), run.path()).await?;
+        let (base_url, names) = (sut.base_url(), sut.names.clone());
+        Ok(Deployment {
+            links,
+            sut: Some(sut),
+            base_url,
+            names,
+            _mysql: mysql,
+            _redis: redis,
+        })
+    }
+
+    /// What the report says of the system under test.
+    fn describe(&self, exp: &Experiment, broker: &Broker) -> BTreeMap<String, String> {
+        let kind = if self.sut.is_some() {
+            "reference"
+        } else {
+            "external"
+        };
+        let mut info = BTreeMap::from([
+            ("kind".to_string(), kind.to_string()),
+            ("base_url".to_string(), self.base_url.clone()),
+            ("prefix".to_string(), self.names.prefix.clone()),
+            ("broker".to_string(), broker.describe()),
+            (
+                "links".to_string(),
+                self.links.as_ref().map_or("none".into(), Links::url),
+            ),
+        ]);
+        if self.sut.is_some() {
+            info.insert("workers".into(), exp.sut.workers.to_string());
+            info.insert("args".into(), exp.sut.args.join(" "));
+        }
+        info
+    }
+
+    async fn stop(&self) {
+        if let Some(sut) = &self.sut {
+            sut.stop(Duration::from_secs(10)).await;
+            if let Err(e) = sut.teardown().await {
+                tracing::warn!(error = %e, "topology not deleted");
+            }
+        }
+    }
+}
+
+/// The workload beside the fault schedule.
+async fn drive(
+    exp: &Experiment,
+    d: &Deployment,
+    broker: &Broker,
+    recorder: &Recorder,
+    sink: Option<&Sink>,
+) -> Tally {
+    let mut mix = exp.mix.clone();
+    mix.callback_base = sink.map(Sink::base_url);
+    let limits = Limits {
+        ops: exp.ops,
+        duration: exp.duration,
+        concurrency: exp.concurrency,
+        rate: exp.rate,
+    };
+    let nemesis = Nemesis {
+        sut: d.sut.as_ref(),
+        links: d.links.as_ref(),
+        broker,
+        history: recorder.history.clone(),
+    };
+    let (tally, ()) = tokio::join!(
+        workload::run(recorder, Generator::new(exp.seed, mix), &limits),
+        nemesis::run_schedule(&nemesis, &exp.faults)
+    );
+    tally
+}
+
 /// Runs `exp` against `broker`, writing everything into `run`; returns the report.
 pub async fn execute(
     exp: &Experiment,
@@ -132,46 +272,22 @@ pub async fn execute(
 ) -> anyhow::Result<reports::RunReport> {
     run.write_json("experiment.json", exp)?;
     let history = History::to_file(&run.file("history.jsonl"))?;
-    let links = if exp.sut.via_links {
-        Some(Links::start().await?)
-    } else {
-        None
-    };
     let sink = if exp.callbacks {
         Some(Sink::start(&exp.sut.callback_secret, history.clone(), 0).await?)
     } else {
         None
     };
-    tracing::info!(run = %run.path().display(), broker = %broker.describe(), "starting the system under test");
-    let sut = ReferenceSut::start(&exp.sut, &broker.amqp_url(), links.as_ref(), run.path()).await?;
-    let client = Client::new(&sut.base_url(), exp.token.clone(), exp.request_timeout);
+    let deployment = Deployment::start(exp, broker, run).await?;
+    let client = Client::new(&deployment.base_url, exp.token.clone(), exp.request_timeout);
     let recorder = Recorder::new(client.clone(), history.clone());
-
-    let mut mix = exp.mix.clone();
-    mix.callback_base = sink.as_ref().map(Sink::base_url);
-    let limits = Limits {
-        ops: exp.ops,
-        duration: exp.duration,
-        concurrency: exp.concurrency,
-        rate: exp.rate,
-    };
-    let nemesis = Nemesis {
-        sut: &sut,
-        links: links.as_ref(),
-        broker,
-        history: history.clone(),
-    };
-    let (tally, ()) = tokio::join!(
-        workload::run(&recorder, Generator::new(exp.seed, mix), &limits),
-        nemesis::run_schedule(&nemesis, &exp.faults)
-    );
+    let tally = drive(exp, &deployment, broker, &recorder, sink.as_ref()).await;
 
     tracing::info!("final read");
     let amqp_url = broker.amqp_url();
     let read = FinalRead {
         client: &client,
         amqp_url: &amqp_url,
-        names: &sut.names,
+        names: &deployment.names,
         sink: sink.as_ref(),
         settle_timeout: exp.settle_timeout,
     };
@@ -180,26 +296,17 @@ pub async fn execute(
     history.flush()?;
     run.write_json("final.json", &state)?;
     let verdicts = checker::check_all(&exp.checkers(), &ops, &state);
+    deployment.stop().await;
 
-    sut.stop(Duration::from_secs(10)).await;
-    if let Err(e) = sut.teardown().await {
-        tracing::warn!(error = %e, "topology not deleted");
-    }
-    let mut sut_info = BTreeMap::from([
-        ("kind".to_string(), "reference".to_string()),
-        ("prefix".to_string(), sut.names.prefix.clone()),
-        ("workers".to_string(), exp.sut.workers.to_string()),
-        ("args".to_string(), exp.sut.args.join(" ")),
-        ("broker".to_string(), broker.describe()),
-    ]);
-    sut_info.insert(
-        "links".into(),
-        links.as_ref().map_or("none".into(), Links::url),
-    );
     let parameters = BTreeMap::from([
         ("seed".to_string(), serde_json::json!(exp.seed)),
         ("workload".to_string(), serde_json::to_value(tally)?),
         ("faults".to_string(), serde_json::to_value(&exp.faults)?),
     ]);
-    Ok(run.finish("harness", sut_info, parameters, verdicts)?)
+    Ok(run.finish(
+        "harness",
+        deployment.describe(exp, broker),
+        parameters,
+        verdicts,
+    )?)
 }

@@ -74,7 +74,8 @@ pub enum NemesisError {
 
 /// What the nemesis can reach.
 pub struct Nemesis<'a> {
-    pub sut: &'a ReferenceSut,
+    /// The reference's processes; `None` for an external system (no process faults).
+    pub sut: Option<&'a ReferenceSut>,
     pub links: Option<&'a Links>,
     pub broker: &'a Broker,
     pub history: History,
@@ -83,8 +84,7 @@ pub struct Nemesis<'a> {
 impl Nemesis<'_> {
     fn process(&self, name: &str) -> Result<&SutProcess, NemesisError> {
         self.sut
-            .processes()
-            .find(|p| p.name == name)
+            .and_then(|s| s.processes().find(|p| p.name == name))
             .ok_or_else(|| NemesisError::NoProcess(name.to_string()))
     }
 

@@ -3,6 +3,10 @@
 //! after it that succeeds. Invalid when that exceeds the limit (`slow_recovery`), or when
 //! operations ran after a heal and none succeeded (`not_recovered`). A heal after which no
 //! operation ran at all is unobserved: the verdict is then undecided rather than valid.
+//!
+//! Accepting work is not doing it (an outbox API accepts while the broker is away), so when
+//! callbacks were received the checker also measures from each heal to the first task that
+//! completes after it (`max_completion_recovery_ms`), held to the same limit.
 
 use reports::{Validity, Verdict};
 use serde_json::json;
@@ -24,7 +28,7 @@ impl Checker for Recovery {
         "recovery"
     }
 
-    fn check(&self, history: &[Op], _state: &FinalState) -> Verdict {
+    fn check(&self, history: &[Op], state: &FinalState) -> Verdict {
         let mut v = Verdict::new(self.name());
         let heals: Vec<&Op> = history
             .iter()
@@ -64,6 +68,7 @@ impl Checker for Recovery {
                 None => unobserved += 1,
             }
         }
+        let worst_completion = self.completion_recovery(&mut v, &heals, state);
         v.count("heals", heals.len() as u64)
             .count("unobserved", unobserved)
             .measure("max_recovery_ms", worst);
@@ -71,11 +76,33 @@ impl Checker for Recovery {
             v.validity = Validity::Unknown;
         }
         v.summary(format!(
-            "{} heals ({unobserved} unobserved), worst recovery {worst:.0} ms (limit {})",
+            "{} heals ({unobserved} unobserved), worst recovery {worst:.0} ms to accept, \
+             {worst_completion:.0} ms to complete (limit {})",
             heals.len(),
             self.limit_ms
         ));
         v
+    }
+}
+
+impl Recovery {
+    /// From each heal to the first callback after it: work done again, not just accepted.
+    fn completion_recovery(&self, v: &mut Verdict, heals: &[&Op], state: &FinalState) -> f64 {
+        let completions: Vec<u64> = state.callbacks.iter().map(|c| c.time_ns).collect();
+        let mut worst: f64 = 0.0;
+        for heal in heals {
+            let Some(first) = completions.iter().filter(|t| **t >= heal.time_ns).min() else {
+                continue;
+            };
+            let ms = (first - heal.time_ns) as f64 / 1e6;
+            worst = worst.max(ms);
+            if ms > self.limit_ms {
+                let example = json!({"healed_at_ns": heal.time_ns, "recovery_ms": ms, "limit_ms": self.limit_ms});
+                v.anomaly("slow_completion_recovery", example);
+            }
+        }
+        v.measure("max_completion_recovery_ms", worst);
+        worst
     }
 }
 
@@ -121,6 +148,31 @@ mod tests {
             recovery(0.0, Some(OpType::Ok)).anomaly_count("slow_recovery"),
             1
         );
+    }
+
+    #[test]
+    fn completions_after_a_heal_are_measured_too() {
+        let ops = history(Some(OpType::Ok));
+        let heal = ops.iter().find(|o| o.f == f::STOP_FAULT).unwrap().time_ns;
+        let mut state = FinalState::default();
+        state.callbacks.push(crate::final_state::CallbackRecord {
+            key: None,
+            event_id: None,
+            task_id: None,
+            status: None,
+            signature_valid: true,
+            time_ns: heal + 2_000_000_000,
+        });
+        let check = |limit_ms| {
+            Recovery {
+                f: f::SUBMIT.into(),
+                limit_ms,
+            }
+            .check(&ops, &state)
+        };
+        assert_eq!(check(10_000.0).validity, Validity::Valid);
+        assert!((check(10_000.0).measurements["max_completion_recovery_ms"] - 2000.0).abs() < 1.0);
+        assert_eq!(check(1_000.0).anomaly_count("slow_completion_recovery"), 1);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod container;
 pub mod rabbit;
+pub mod services;
 
 use std::{path::Path, sync::Arc};
 

@@ -11,7 +11,7 @@ use std::{
 
 use contract::topology::Names;
 pub use process::SutProcess;
-pub use reference::{link_name, ReferenceSut, Store, SutConfig};
+pub use reference::{link_name, Backends, ReferenceSut, Store, SutConfig};
 
 use crate::links::LinkError;
 

@@ -20,8 +20,16 @@ use crate::links::Links;
 pub enum Store {
     /// One SQLite file in the run directory, shared by the processes of this host.
     Sqlite,
-    /// A MySQL/MariaDB database URL; workers reach it through their own links.
-    Mysql(String),
+    /// A MySQL/MariaDB database (see [`Backends`]); each process reaches it through its own link.
+    Mysql,
+}
+
+/// Where the system's dependencies are: the broker, and the MySQL and Redis it was given.
+#[derive(Debug, Clone, Default)]
+pub struct Backends {
+    pub amqp_url: String,
+    pub mysql_url: Option<String>,
+    pub redis_url: Option<String>,
 }
 
 /// How to start the reference.
@@ -35,7 +43,8 @@ pub struct SutConfig {
     #[serde(with = "crate::duration::list")]
     pub retry_delays: Vec<Duration>,
     pub store: Store,
-    pub redis_url: Option<String>,
+    /// Give the processes a Redis (`--cache redis`, `--dedupe redis-setnx` need one).
+    pub redis: bool,
     /// Wire every process through its own fault-proxy link.
     pub via_links: bool,
     pub callback_secret: String,
@@ -54,7 +63,7 @@ impl Default for SutConfig {
                 Duration::from_millis(800),
             ],
             store: Store::Sqlite,
-            redis_url: None,
+            redis: false,
             via_links: true,
             callback_secret: "harness-secret".into(),
             prefix: None,
@@ -102,7 +111,7 @@ impl ReferenceSut {
     /// Starts the API, then the workers (the API declares the topology first).
     pub async fn start(
         config: &SutConfig,
-        amqp_url: &str,
+        backends: &Backends,
         links: Option<&Links>,
         dir: &Path,
     ) -> Result<ReferenceSut, SutError> {
@@ -119,7 +128,7 @@ impl ReferenceSut {
         std::fs::create_dir_all(&logs).map_err(SutError::Io)?;
         let wiring = Wiring {
             config,
-            amqp_url,
+            backends,
             links: links.filter(|_| config.via_links),
             dir,
             names: &names,
@@ -138,7 +147,7 @@ impl ReferenceSut {
             workers,
             names,
             binary,
-            amqp_url: amqp_url.to_string(),
+            amqp_url: backends.amqp_url.clone(),
         })
     }
 
@@ -192,7 +201,7 @@ impl ReferenceSut {
 /// Builds each process's command line, creating its links.
 struct Wiring<'a> {
     config: &'a SutConfig,
-    amqp_url: &'a str,
+    backends: &'a Backends,
     links: Option<&'a Links>,
     dir: &'a Path,
     names: &'a Names,
@@ -222,7 +231,12 @@ impl Wiring<'_> {
         let c = self.config;
         let database = match &c.store {
             Store::Sqlite => format!("sqlite://{}", self.dir.join("store.db").display()),
-            Store::Mysql(url) => self.route(name, "store", url, 3306).await?,
+            Store::Mysql => {
+                let url = self.backends.mysql_url.as_deref().ok_or_else(|| {
+                    SutError::Config("store mysql needs a MySQL (see infra::services)".into())
+                })?;
+                self.route(name, "store", url, 3306).await?
+            }
         };
         let delays: Vec<String> = c
             .retry_delays
@@ -234,7 +248,8 @@ impl Wiring<'_> {
             "--prefix".into(),
             self.names.prefix.clone(),
             "--amqp-url".into(),
-            self.route(name, "broker", self.amqp_url, 5672).await?,
+            self.route(name, "broker", &self.backends.amqp_url, 5672)
+                .await?,
             "--database-url".into(),
             database,
             "--retry-delays".into(),
@@ -246,7 +261,7 @@ impl Wiring<'_> {
             "--log-format".into(),
             "json".into(),
         ];
-        if let Some(redis) = &c.redis_url {
+        if let Some(redis) = &self.backends.redis_url {
             args.extend(["--redis-url".into(), redis.clone()]);
         }
         args.extend(c.args.iter().cloned());

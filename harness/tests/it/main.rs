@@ -2,6 +2,7 @@
 //! processes. One binary keeps compile and link times down.
 
 mod containers;
+mod experiments;
 mod nodes;
 mod proxy;
 mod support;

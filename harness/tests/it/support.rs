@@ -7,6 +7,14 @@ pub fn amqp_url() -> String {
     std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
+/// The machine's broker as the SUT's only backend.
+pub fn backends() -> harness::sut::Backends {
+    harness::sut::Backends {
+        amqp_url: amqp_url(),
+        ..Default::default()
+    }
+}
+
 /// Run directories of the tests, beside the workspace's other build output.
 pub fn runs_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")

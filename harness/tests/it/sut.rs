@@ -4,17 +4,12 @@ use std::time::Duration;
 
 use harness::{
     client::Client,
-    experiment::{self, Experiment},
-    infra::Broker,
     links::Links,
-    nemesis::{Fault, Step},
-    run::RunDir,
     sut::{ReferenceSut, SutConfig},
 };
-use reports::Validity;
 use serde_json::json;
 
-use crate::support::{amqp_url, init_tracing, runs_dir};
+use crate::support::{backends, init_tracing};
 
 async fn wait_status(c: &Client, id: &str, want: &str, limit: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
@@ -51,7 +46,7 @@ async fn sut_processes_start_are_killed_paused_and_restarted() {
         workers: 1,
         ..SutConfig::default()
     };
-    let sut = ReferenceSut::start(&config, &amqp_url(), Some(&links), dir.path())
+    let sut = ReferenceSut::start(&config, &backends(), Some(&links), dir.path())
         .await
         .unwrap();
     let c = Client::new(&sut.base_url(), None, Duration::from_secs(2));
@@ -102,7 +97,7 @@ async fn link_faults_reach_the_running_system() {
             workers: 1,
             ..SutConfig::default()
         },
-        &amqp_url(),
+        &backends(),
         Some(&links),
         dir.path(),
     )
@@ -128,95 +123,4 @@ async fn link_faults_reach_the_running_system() {
     }
     sut.stop(Duration::from_secs(10)).await;
     sut.teardown().await.unwrap();
-}
-
-/// A whole experiment: workload, a worker killed and a link slowed mid-run, final read,
-/// checkers, run directory. The robust defaults come out valid.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_experiment_runs_end_to_end_and_writes_its_run_directory() {
-    init_tracing();
-    let exp = Experiment {
-        name: "it-kill-worker".into(),
-        // Paced so the workload outlasts the faults and shows the recovery.
-        ops: 200,
-        rate: Some(60.0),
-        concurrency: 4,
-        mix: harness::workload::Mix {
-            poison: 1,
-            reuse_rate: 0.05,
-            ..Default::default()
-        },
-        faults: vec![
-            Step {
-                at: Duration::from_millis(500),
-                hold: Duration::from_millis(800),
-                fault: Fault::Kill {
-                    process: "worker-0".into(),
-                },
-            },
-            Step {
-                at: Duration::from_millis(300),
-                hold: Duration::from_secs(1),
-                fault: Fault::Latency {
-                    link: "worker-1-broker".into(),
-                    ms: 100,
-                    jitter_ms: 0,
-                },
-            },
-        ],
-        ..Experiment::default()
-    };
-    let run = RunDir::create(Some(&runs_dir()), &exp.name).unwrap();
-    let broker = Broker::External(amqp_url());
-    let report = experiment::execute(&exp, &broker, &run).await.unwrap();
-    for v in &report.verdicts {
-        println!("{:<14} {:?} {}", v.checker, v.validity, v.summary);
-    }
-    let by_name = |n: &str| {
-        report
-            .verdicts
-            .iter()
-            .find(|v| v.checker == n)
-            .unwrap_or_else(|| panic!("verdict {n}"))
-    };
-    for checker in [
-        "task-ledger",
-        "idempotency",
-        "bank",
-        "dead-letters",
-        "queue-residue",
-        "callbacks",
-        "recovery",
-    ] {
-        assert_eq!(
-            by_name(checker).validity,
-            Validity::Valid,
-            "{:?}",
-            by_name(checker)
-        );
-    }
-    assert!(by_name("task-ledger").counts["ok"] > 50);
-    assert!(
-        by_name("idempotency").counts["rejections_422"] > 0,
-        "key reuse was exercised"
-    );
-    assert!(
-        by_name("dead-letters").counts["failed_tasks"] > 0,
-        "poison tasks were dead-lettered"
-    );
-    for file in [
-        "experiment.json",
-        "history.jsonl",
-        "final.json",
-        "verdict.json",
-        "logs/api.log",
-        "logs/worker-0.log",
-    ] {
-        assert!(run.file(file).is_file(), "{file} in the run directory");
-    }
-    let history = std::fs::read_to_string(run.file("history.jsonl")).unwrap();
-    assert!(
-        history.contains("\"start-fault\"") && history.contains("\"stop-fault\""),
-        "faults are in the history"
-    );
 }
