@@ -310,3 +310,33 @@ pub async fn execute(
         verdicts,
     )?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_object_is_the_default_experiment() {
+        assert_eq!(
+            serde_json::from_str::<Experiment>("{}").unwrap(),
+            Experiment::default()
+        );
+        assert!(serde_json::from_str::<Experiment>(r#"{"ops": "many"}"#).is_err());
+    }
+
+    /// The shipped examples stay valid as the format evolves.
+    #[test]
+    fn shipped_experiments_parse() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let exp: Experiment =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(!exp.name.is_empty());
+            n += 1;
+        }
+        assert!(n > 0, "examples exist");
+    }
+}
