@@ -1,5 +1,6 @@
 //! The HTTP server: routes of the contract and the middleware stack of seed 2.3.
 
+mod cors;
 mod extract;
 mod middleware;
 mod openapi;
@@ -11,7 +12,7 @@ use std::{sync::Arc, time::Duration};
 
 use axum::{
     extract::{DefaultBodyLimit, Request},
-    http::{header, HeaderValue, Method, StatusCode},
+    http::StatusCode,
     middleware::{from_fn, from_fn_with_state},
     response::{IntoResponse, Response},
     routing::get,
@@ -21,7 +22,6 @@ use tower::ServiceBuilder;
 use tower_http::{
     catch_panic::CatchPanicLayer,
     compression::CompressionLayer,
-    cors::{AllowOrigin, Any, CorsLayer},
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     trace::{DefaultOnResponse, TraceLayer},
 };
@@ -120,7 +120,7 @@ pub fn with_common_layers(router: Router, tuning: &Tuning) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(from_fn(middleware::record_metrics))
         .layer(CompressionLayer::new())
-        .layer(cors(&tuning.cors_origins))
+        .layer(cors::CorsForBrowsers::new(&tuning.cors_origins))
         .layer(from_fn(middleware::envelope_guard))
         .layer(from_fn_with_state(
             tuning.request_timeout,
@@ -138,22 +138,6 @@ fn access_span(req: &Request) -> tracing::Span {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
     tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %request_id)
-}
-
-fn cors(origins: &[String]) -> CorsLayer {
-    let allow_origin = if origins.iter().any(|o| o == "*") {
-        AllowOrigin::any()
-    } else {
-        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
-    };
-    CorsLayer::new()
-        .allow_origin(allow_origin)
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
-        .allow_headers(Any)
-        .expose_headers([
-            header::LOCATION,
-            "x-request-id".parse().expect("valid header name"),
-        ])
 }
 
 async fn not_found(req: Request) -> Response {

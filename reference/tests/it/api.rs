@@ -295,6 +295,16 @@ async fn request_ids_gzip_cors_metrics_openapi_readiness() {
         pre.header("access-control-allow-origin").as_deref(),
         Some("*")
     );
+    // Not a preflight: answered by the routes, in the envelope.
+    let plain = c
+        .send(
+            c.http
+                .request(reqwest::Method::OPTIONS, c.url("/api/v1/users")),
+        )
+        .await;
+    plain.expect(405, "METHOD_NOT_ALLOWED");
+    let nowhere = c.http.request(reqwest::Method::OPTIONS, c.url("/nowhere"));
+    c.send(nowhere).await.expect(404, "NOT_FOUND_ERR");
 
     let ready = c.get("/readyz").await.expect(200, "OK");
     assert_eq!(
@@ -314,6 +324,18 @@ async fn request_ids_gzip_cors_metrics_openapi_readiness() {
         assert!(doc["paths"].get(path).is_some(), "OpenAPI lacks {path}");
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    let list_params = doc["paths"]["/api/v1/users"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(
+        list_params.iter().all(|p| p["in"] == "query"),
+        "paging is in the query: {list_params:?}"
+    );
+    assert_eq!(
+        doc["components"]["schemas"]["UserInput"]["required"],
+        json!(["name", "email"])
+    );
 
     c.submit_ok(&json!({"type": "echo", "payload": 1})).await;
     let text = String::from_utf8(c.get("/metrics").await.bytes.to_vec()).unwrap();
