@@ -1,6 +1,7 @@
 //! The wire-level contract of design §2 that is not HTTP routes: the AMQP topology's names, the
 //! header names, and the callback signature. Systems implement it; harnesses observe it.
 
+pub mod message;
 pub mod signature;
 pub mod topology;
 

@@ -22,6 +22,7 @@ pub mod links;
 pub mod nemesis;
 pub mod ops;
 pub mod proc;
+pub mod redelivery;
 pub mod run;
 pub mod sink;
 pub mod sut;

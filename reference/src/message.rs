@@ -28,7 +28,7 @@ impl TaskMessage {
 
     /// Topic routing key: `task.<type>`.
     pub fn routing_key(&self) -> String {
-        format!("task.{}", self.spec.kind())
+        contract::message::routing_key(self.spec.kind())
     }
 }
 
@@ -66,9 +66,11 @@ mod tests {
             }),
         };
         let v: serde_json::Value = serde_json::from_slice(&m.encode()).unwrap();
+        let payload = serde_json::json!({"account": "a", "amount": 1});
         assert_eq!(
             v,
-            serde_json::json!({"task_id": id, "type": "credit", "payload": {"account": "a", "amount": 1}})
+            contract::message::task_body(&id.to_string(), "credit", &payload),
+            "the contract's form"
         );
         assert_eq!(m.routing_key(), "task.credit");
     }

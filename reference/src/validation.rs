@@ -19,6 +19,8 @@ pub struct UserInput {
         required(message = "is required"),
         length(min = 2, max = 100, message = "must be 2-100 characters")
     )]
+    // Optional in Rust so that a missing field is a field error, not a parse failure.
+    #[schema(required = true, nullable = false, min_length = 2, max_length = 100)]
     pub name: Option<String>,
     /// Required, a valid address.
     #[validate(
@@ -26,6 +28,7 @@ pub struct UserInput {
         email(message = "must be a valid email address"),
         length(max = 254, message = "must be at most 254 characters")
     )]
+    #[schema(required = true, nullable = false, format = Email, max_length = 254)]
     pub email: Option<String>,
 }
 

@@ -88,11 +88,13 @@ fn check_conflicts(v: &mut Verdict, key: &str, list: &[Submission], first_ok_ns:
             continue;
         }
         let c_end = c.completed_ns.unwrap_or(u64::MAX);
+        // An unknown outcome (a client timeout) may still be running at the server: it
+        // overlaps everything after its invocation.
         let overlaps = list.iter().any(|o| {
             o.index != c.index
                 && o.outcome != OpType::Fail
                 && o.invoked_ns < c_end
-                && o.completed_ns.is_none_or(|e| e > c.invoked_ns)
+                && (o.outcome == OpType::Info || o.completed_ns.is_none_or(|e| e > c.invoked_ns))
         });
         if !overlaps {
             v.anomaly(
@@ -191,6 +193,16 @@ mod tests {
         submit(&h, 7, "k1", body(1), OpType::Fail, json!({"status": 422}));
         let v = Idempotency.check(&h.ops(), &FinalState::default());
         assert_eq!(v.anomaly_count("rejected_same_body"), 1, "{v:?}");
+    }
+
+    #[test]
+    fn a_409_while_a_timed_out_request_may_still_run_is_legitimate() {
+        let h = History::new();
+        submit(&h, 0, "k", body(1), OpType::Info, json!({}));
+        submit(&h, 1, "k", body(1), OpType::Fail, json!({"status": 409}));
+        accepted(&h, 2, "k", body(1), "t1", true);
+        let v = Idempotency.check(&h.ops(), &FinalState::default());
+        assert_eq!(v.validity, reports::Validity::Valid, "{v:?}");
     }
 
     #[test]

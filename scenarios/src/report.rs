@@ -1,0 +1,164 @@
+//! Every property writes a harness run directory (`suite: scenarios`): one verdict for the
+//! property itself (with its counterexample when it failed) and the checkers' verdicts of its
+//! cases, so the reports can include the scenarios beside load and chaos runs.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Debug,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex,
+    },
+    time::Instant,
+};
+
+use harness::run::RunDir;
+use proptest::test_runner::TestError;
+use reports::{RunReport, Validity, Verdict};
+use serde_json::json;
+
+/// Where scenario runs go: `HARNESS_RUNS_DIR`, else the workspace's `target/harness/runs`.
+fn runs_base() -> PathBuf {
+    if let Some(dir) = std::env::var_os("HARNESS_RUNS_DIR") {
+        return PathBuf::from(dir);
+    }
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .expect("crate in a workspace");
+            workspace.join("target")
+        })
+        .join("harness/runs")
+}
+
+/// Collects what one property's cases found.
+pub struct PropertyRun {
+    name: String,
+    started: Instant,
+    cases: AtomicU64,
+    /// Per checker: the worst verdict seen across cases.
+    worst: Mutex<BTreeMap<String, Verdict>>,
+}
+
+impl PropertyRun {
+    pub fn new(name: &str) -> PropertyRun {
+        PropertyRun {
+            name: name.to_string(),
+            started: Instant::now(),
+            cases: AtomicU64::new(0),
+            worst: Mutex::default(),
+        }
+    }
+
+    /// Records one case's checker verdicts.
+    pub fn case(&self, verdicts: &[Verdict]) {
+        self.cases.fetch_add(1, Ordering::SeqCst);
+        let mut worst = self.worst.lock().expect("lock");
+        for v in verdicts {
+            let keep = worst
+                .get(&v.checker)
+                .is_none_or(|w| v.validity == Validity::Invalid && w.validity != Validity::Invalid);
+            if keep {
+                worst.insert(v.checker.clone(), v.clone());
+            }
+        }
+    }
+
+    /// Counts a case that produced no checker verdicts.
+    pub fn plain_case(&self) {
+        self.cases.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn cases(&self) -> u64 {
+        self.cases.load(Ordering::SeqCst)
+    }
+
+    /// Writes the run directory for a property expected to hold; the property's verdict is
+    /// valid when it held.
+    pub fn holds<T: Debug>(self, outcome: &Result<(), TestError<T>>) -> RunReport {
+        let mut v = Verdict::new(&format!("property:{}", self.name));
+        if let Err(e) = outcome {
+            v.anomaly("counterexample", counterexample(e));
+        }
+        self.finish(v, "held", true)
+    }
+
+    /// Writes the run directory for a property run against a naive variant; the verdict is
+    /// valid when the property failed, i.e. when the weakness was found.
+    pub fn finds_weakness<T: Debug>(self, outcome: &Result<(), TestError<T>>) -> RunReport {
+        let mut v = Verdict::new(&format!("weakness-found:{}", self.name));
+        match outcome {
+            Err(e @ TestError::Fail(..)) => {
+                // The checkers' findings are the evidence, not failures of this run.
+                let mut example = counterexample(e);
+                let worst = self.worst.lock().expect("lock");
+                let caught: Vec<&String> = worst
+                    .values()
+                    .filter(|c| c.validity == Validity::Invalid)
+                    .map(|c| &c.summary)
+                    .collect();
+                example["caught_by"] = json!(caught);
+                drop(worst);
+                v.measure("found", 1.0);
+                v.anomalies.push(reports::Anomaly {
+                    kind: "counterexample".into(),
+                    count: 1,
+                    examples: vec![example],
+                });
+            }
+            Err(e @ TestError::Abort(_)) => {
+                v.anomaly("aborted", counterexample(e));
+            }
+            Ok(()) => {
+                v.anomaly("not_found", json!({"cases": self.cases()}));
+            }
+        }
+        self.finish(v, "found the weakness", false)
+    }
+
+    fn finish(self, mut property: Verdict, success: &str, with_cases: bool) -> RunReport {
+        let cases = self.cases();
+        property
+            .count("cases", cases)
+            .measure("seconds", self.started.elapsed().as_secs_f64());
+        let ok = property.validity == Validity::Valid;
+        property.summary(format!(
+            "{cases} cases; {}",
+            if ok {
+                success.to_string()
+            } else {
+                format!("did not: {}", property.checker)
+            }
+        ));
+        let mut verdicts = vec![property];
+        if with_cases {
+            verdicts.extend(self.worst.into_inner().expect("lock").into_values());
+        }
+        let dir = RunDir::create(Some(&runs_base()), &format!("scenarios-{}", self.name))
+            .expect("run directory");
+        let params = BTreeMap::from([("cases".to_string(), json!(cases))]);
+        let sut = BTreeMap::from([("kind".to_string(), "reference".to_string())]);
+        let report = dir
+            .finish("scenarios", sut, params, verdicts)
+            .expect("verdict written");
+        eprintln!(
+            "property {}: {:?}, verdict in {}",
+            self.name,
+            report.validity,
+            dir.path().display()
+        );
+        report
+    }
+}
+
+fn counterexample<T: Debug>(e: &TestError<T>) -> serde_json::Value {
+    match e {
+        TestError::Fail(reason, input) => {
+            json!({"reason": reason.message(), "minimal_input": format!("{input:?}")})
+        }
+        TestError::Abort(reason) => json!({"aborted": reason.message()}),
+    }
+}

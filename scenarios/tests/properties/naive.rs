@@ -1,0 +1,161 @@
+//! The checks can fail: the same properties, run against the seed's naive variants, must find
+//! their known weaknesses and print a shrunk counterexample. A property that could not fail
+//! here would prove nothing elsewhere.
+
+use std::time::Duration;
+
+use harness::{
+    checker::{Checker, TaskLedger},
+    history::{History, OpType, Process},
+    infra::Broker,
+    nemesis::{Fault, Nemesis},
+};
+use proptest::{prelude::*, test_runner::TestCaseError};
+use reports::Verdict;
+use scenarios::{
+    config,
+    world::{amqp_url, case_tag, World},
+};
+use serde_json::json;
+
+use crate::{
+    exactly_once, lifecycle,
+    support::{assert_found, run_property, verdicts},
+};
+use proptest_state_machine::ReferenceStateMachine;
+
+/// How long a naive case waits for tasks that may never end.
+const SHORT_SETTLE: Duration = Duration::from_secs(5);
+
+/// `--dedupe none`: a redelivered credit is applied twice. The exactly-once property over
+/// credits and redeliveries must fail (the bank checker sees the double).
+#[test]
+fn dedupe_none_applies_a_redelivered_credit_twice() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let world = rt.block_on(World::start(&["--dedupe", "none"], 1, false));
+    let (outcome, run) = run_property(
+        "naive-dedupe-none",
+        config::finds_weakness("naive-dedupe-none", 20),
+        &exactly_once::steps(false, 2..6),
+        |steps| rt.block_on(exactly_once::case(&world, &steps, SHORT_SETTLE)),
+    );
+    run.finds_weakness(&outcome);
+    rt.block_on(world.stop());
+    assert_found("--dedupe none applies a redelivered credit twice", outcome);
+}
+
+/// One step of a "work in flight, then a crash" case.
+#[derive(Debug, Clone)]
+enum Work {
+    /// Submit a task that holds its worker for `ms`.
+    Sleep { ms: u16 },
+    /// After `after_ms`, kill -9 the worker; start it again after `down_ms`.
+    Kill { after_ms: u16, down_ms: u16 },
+}
+
+fn work() -> impl Strategy<Value = Vec<Work>> {
+    let sleep = (300u16..800).prop_map(|ms| Work::Sleep { ms });
+    let kill =
+        (0u16..200, 0u16..300).prop_map(|(after_ms, down_ms)| Work::Kill { after_ms, down_ms });
+    prop::collection::vec(prop_oneof![3 => sleep, 1 => kill], 2..7)
+}
+
+/// Submits the sleeps, kills the (only) worker as told, and judges the ledger: a task
+/// accepted and never ended is lost.
+async fn crash_case(world: &World, steps: &[Work]) -> Result<Vec<Verdict>, TestCaseError> {
+    let tag = case_tag();
+    let history = History::new();
+    let recorder = world.recorder(&history);
+    let broker = Broker::External(amqp_url());
+    let nemesis = Nemesis {
+        sut: Some(&world.sut),
+        links: Some(&world.links),
+        broker: &broker,
+        history: history.clone(),
+    };
+    for (i, step) in steps.iter().enumerate() {
+        match step {
+            Work::Sleep { ms } => {
+                let body = json!({"type": "sleep", "payload": {"ms": ms}});
+                let (kind, _) = recorder
+                    .submit(Process::Client(0), &format!("{tag}-{i}"), &body)
+                    .await;
+                prop_assert_eq!(kind, OpType::Ok, "the API accepts work");
+            }
+            Work::Kill { after_ms, down_ms } => {
+                tokio::time::sleep(Duration::from_millis(u64::from(*after_ms))).await;
+                let fault = Fault::Kill {
+                    process: "worker-0".into(),
+                };
+                nemesis
+                    .start(&fault)
+                    .await
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                tokio::time::sleep(Duration::from_millis(u64::from(*down_ms))).await;
+                nemesis
+                    .heal(&fault)
+                    .await
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            }
+        }
+    }
+    let state = world.final_state(&history, SHORT_SETTLE).await;
+    let checkers: [Box<dyn Checker>; 1] = [Box::new(TaskLedger)];
+    Ok(verdicts(&checkers, &history, &state))
+}
+
+/// `--ack auto`: the broker forgets a message as it delivers it, so a worker killed while it
+/// holds tasks loses them. "No accepted task is lost" must fail.
+#[test]
+fn ack_auto_loses_tasks_when_a_worker_dies_mid_task() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let world = rt.block_on(World::start(&["--ack", "auto"], 1, false));
+    let (outcome, run) = run_property(
+        "naive-ack-auto",
+        config::finds_weakness("naive-ack-auto", 20),
+        &work(),
+        |steps| rt.block_on(crash_case(&world, &steps)),
+    );
+    run.finds_weakness(&outcome);
+    rt.block_on(world.stop());
+    assert_found("--ack auto loses tasks of a killed worker", outcome);
+}
+
+/// `--dedupe redis-setnx` (seed 4.4): the key is set before processing, so a worker that dies
+/// between the key and the commit leaves a redelivery that is skipped as a duplicate. "No
+/// accepted task is lost" must fail.
+#[test]
+fn redis_setnx_loses_a_task_when_the_worker_dies_between_key_and_commit() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let world = rt.block_on(World::start(&["--dedupe", "redis-setnx"], 1, true));
+    let (outcome, run) = run_property(
+        "naive-redis-setnx",
+        config::finds_weakness("naive-redis-setnx", 20),
+        &work(),
+        |steps| rt.block_on(crash_case(&world, &steps)),
+    );
+    run.finds_weakness(&outcome);
+    rt.block_on(world.stop());
+    assert_found(
+        "--dedupe redis-setnx loses a task killed between SETNX and commit",
+        outcome,
+    );
+}
+
+/// `--retry requeue` (the seed's first snippet): a failed attempt goes straight back to the
+/// queue, without delay or limit, so a poison task is never dead-lettered and its attempts
+/// climb past any budget. The lifecycle model must refuse it.
+#[test]
+fn retry_requeue_never_dead_letters_a_poison_task() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let world = rt.block_on(World::start(&["--retry", "requeue"], 1, false));
+    let (outcome, run) = run_property(
+        "naive-retry-requeue",
+        config::finds_weakness("naive-retry-requeue", 20),
+        &lifecycle::Model::sequential_strategy(1..8),
+        |generated| rt.block_on(lifecycle::case(&world, generated)),
+    );
+    run.finds_weakness(&outcome);
+    rt.block_on(world.stop());
+    assert_found("--retry requeue loops a poison task forever", outcome);
+}
