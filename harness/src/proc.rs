@@ -156,13 +156,37 @@ impl Proc {
     }
 
     /// SIGSTOP: the process keeps its sockets but answers nothing.
+    ///
+    /// Returns once the process is stopped: a signal is delivered asynchronously, and a
+    /// busy machine could otherwise serve a request after `pause` has returned.
     pub fn pause(&self) {
         self.signal(Signal::SIGSTOP);
+        self.await_stopped(true);
     }
 
-    /// SIGCONT after [`Proc::pause`].
+    /// SIGCONT after [`Proc::pause`]; returns once the process runs again.
     pub fn resume(&self) {
         self.signal(Signal::SIGCONT);
+        self.await_stopped(false);
+    }
+
+    /// Polls `/proc/<pid>/stat` until the process is (or is no longer) stopped, for up to 2 s.
+    fn await_stopped(&self, stopped: bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while std::time::Instant::now() < deadline {
+            let stat =
+                std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+            // The state letter follows the command name, which is in parentheses.
+            let state = stat
+                .rsplit(") ")
+                .next()
+                .and_then(|rest| rest.chars().next());
+            match state {
+                None => return, // gone
+                Some(s) if (s == 'T') == stopped => return,
+                Some(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
     }
 
     /// Waits up to `limit` for the process to exit by itself.
@@ -228,7 +252,16 @@ mod tests {
         }
         assert!(p.is_running());
         p.pause();
+        let state = || std::fs::read_to_string(format!("/proc/{}/stat", p.pid())).unwrap();
+        assert!(
+            state().rsplit(") ").next().unwrap().starts_with('T'),
+            "stopped once pause returns"
+        );
         p.resume();
+        assert!(
+            !state().rsplit(") ").next().unwrap().starts_with('T'),
+            "running once resume returns"
+        );
         let status = p.terminate(Duration::from_secs(5)).await;
         assert!(
             status.is_some_and(|s| !s.success()),
