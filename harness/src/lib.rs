@@ -27,3 +27,13 @@ pub mod run;
 pub mod sink;
 pub mod sut;
 pub mod workload;
+
+/// Logs of a test process: `RUST_LOG` (default `warn`), through the test harness's capture.
+pub fn init_test_tracing() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}

@@ -9,8 +9,9 @@ use harness::{
     final_read::FinalRead,
     final_state::FinalState,
     history::History,
-    infra::services::Redis,
+    infra::{services::Redis, Broker},
     links::Links,
+    nemesis::{Fault, Nemesis},
     ops::Recorder,
     sut::{Backends, ReferenceSut, SutConfig},
 };
@@ -29,21 +30,14 @@ pub fn fast_retries() -> Vec<Duration> {
     ]
 }
 
-pub fn init_tracing() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_test_writer()
-        .try_init();
-}
-
 /// A started system and what it needs.
 pub struct World {
     pub sut: ReferenceSut,
     pub client: Client,
     pub links: Links,
     pub amqp_url: String,
+    /// The broker, as the nemesis sees it (shared: never faulted).
+    broker: Broker,
     _redis: Option<Redis>,
     _dir: tempfile::TempDir,
 }
@@ -52,7 +46,7 @@ impl World {
     /// Starts the reference with `args` (strategy switches) and `workers` workers, and a Redis
     /// when `redis` (the `redis` cache and the `redis-setnx` dedupe need one).
     pub async fn start(args: &[&str], workers: usize, redis: bool) -> World {
-        init_tracing();
+        harness::init_test_tracing();
         let dir = tempfile::tempdir().expect("temp dir");
         let redis = if redis {
             Some(
@@ -85,6 +79,7 @@ impl World {
             client,
             links,
             amqp_url: amqp_url(),
+            broker: Broker::External(amqp_url()),
             _redis: redis,
             _dir: dir,
         }
@@ -105,6 +100,33 @@ impl World {
             settle_timeout: settle,
         };
         read.read(&history.ops()).await
+    }
+
+    /// A nemesis recording into `history`.
+    pub fn nemesis(&self, history: &History) -> Nemesis<'_> {
+        Nemesis {
+            sut: Some(&self.sut),
+            links: Some(&self.links),
+            broker: &self.broker,
+            history: history.clone(),
+        }
+    }
+
+    /// kill -9 of worker `worker` (modulo the workers), started again after `down`; both
+    /// recorded in `history`.
+    pub async fn crash_worker(
+        &self,
+        history: &History,
+        worker: usize,
+        down: Duration,
+    ) -> Result<(), String> {
+        let nemesis = self.nemesis(history);
+        let fault = Fault::Kill {
+            process: format!("worker-{}", worker % self.sut.workers.len().max(1)),
+        };
+        nemesis.start(&fault).await.map_err(|e| e.to_string())?;
+        tokio::time::sleep(down).await;
+        nemesis.heal(&fault).await.map_err(|e| e.to_string())
     }
 
     /// Stops the processes and deletes the queues.

@@ -23,11 +23,4 @@ pub fn runs_dir() -> PathBuf {
         .join("harness/test-runs")
 }
 
-pub fn init_tracing() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_test_writer()
-        .try_init();
-}
+pub use harness::init_test_tracing as init_tracing;

@@ -5,15 +5,13 @@ use std::time::Duration;
 use harness::{
     checker::{Bank, Checker, TaskLedger},
     history::{History, OpType, Process},
-    infra::Broker,
-    nemesis::{Fault, Nemesis},
     redelivery::redeliver,
 };
 use proptest::{prelude::*, test_runner::TestCaseError};
 use reports::Verdict;
 use scenarios::{
     config,
-    world::{amqp_url, case_tag, World},
+    world::{case_tag, World},
 };
 use serde_json::json;
 
@@ -60,13 +58,6 @@ pub async fn case(
     let tag = case_tag();
     let history = History::new();
     let recorder = world.recorder(&history);
-    let broker = Broker::External(amqp_url());
-    let nemesis = Nemesis {
-        sut: Some(&world.sut),
-        links: Some(&world.links),
-        broker: &broker,
-        history: history.clone(),
-    };
     let mut accepted: Vec<(String, serde_json::Value)> = Vec::new();
     for (i, step) in steps.iter().enumerate() {
         match step {
@@ -94,18 +85,11 @@ pub async fn case(
             }
             Step::Redeliver { .. } => {}
             Step::Kill { worker, down_ms } => {
-                let fault = Fault::Kill {
-                    process: format!("worker-{}", usize::from(*worker) % world.sut.workers.len()),
-                };
-                nemesis
-                    .start(&fault)
+                let down = Duration::from_millis(u64::from(*down_ms));
+                world
+                    .crash_worker(&history, usize::from(*worker), down)
                     .await
-                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
-                tokio::time::sleep(Duration::from_millis(u64::from(*down_ms))).await;
-                nemesis
-                    .heal(&fault)
-                    .await
-                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    .map_err(TestCaseError::fail)?;
             }
         }
     }

@@ -7,14 +7,12 @@ use std::time::Duration;
 use harness::{
     checker::{Checker, TaskLedger},
     history::{History, OpType, Process},
-    infra::Broker,
-    nemesis::{Fault, Nemesis},
 };
 use proptest::{prelude::*, test_runner::TestCaseError};
 use reports::Verdict;
 use scenarios::{
     config,
-    world::{amqp_url, case_tag, World},
+    world::{case_tag, World},
 };
 use serde_json::json;
 
@@ -66,13 +64,6 @@ async fn crash_case(world: &World, steps: &[Work]) -> Result<Vec<Verdict>, TestC
     let tag = case_tag();
     let history = History::new();
     let recorder = world.recorder(&history);
-    let broker = Broker::External(amqp_url());
-    let nemesis = Nemesis {
-        sut: Some(&world.sut),
-        links: Some(&world.links),
-        broker: &broker,
-        history: history.clone(),
-    };
     for (i, step) in steps.iter().enumerate() {
         match step {
             Work::Sleep { ms } => {
@@ -84,18 +75,11 @@ async fn crash_case(world: &World, steps: &[Work]) -> Result<Vec<Verdict>, TestC
             }
             Work::Kill { after_ms, down_ms } => {
                 tokio::time::sleep(Duration::from_millis(u64::from(*after_ms))).await;
-                let fault = Fault::Kill {
-                    process: "worker-0".into(),
-                };
-                nemesis
-                    .start(&fault)
+                let down = Duration::from_millis(u64::from(*down_ms));
+                world
+                    .crash_worker(&history, 0, down)
                     .await
-                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
-                tokio::time::sleep(Duration::from_millis(u64::from(*down_ms))).await;
-                nemesis
-                    .heal(&fault)
-                    .await
-                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    .map_err(TestCaseError::fail)?;
             }
         }
     }
