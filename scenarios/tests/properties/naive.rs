@@ -25,21 +25,41 @@ use proptest_state_machine::ReferenceStateMachine;
 /// How long a naive case waits for tasks that may never end.
 const SHORT_SETTLE: Duration = Duration::from_secs(5);
 
+/// Starts the reference with `args` (and a Redis when `redis`), runs `case` over `strategy`,
+/// writes the run directory, and asserts that the property failed: `weakness` was found.
+fn expect_weakness<S>(
+    name: &str,
+    args: &[&str],
+    redis: bool,
+    strategy: S,
+    weakness: &str,
+    case: impl AsyncFn(&World, S::Value) -> Result<Vec<Verdict>, TestCaseError>,
+) where
+    S: Strategy,
+    S::Value: std::fmt::Debug,
+{
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let world = rt.block_on(World::start(args, 1, redis));
+    let (outcome, run) = run_property(name, config::finds_weakness(name, 20), &strategy, |value| {
+        rt.block_on(case(&world, value))
+    });
+    run.finds_weakness(&outcome);
+    rt.block_on(world.stop());
+    assert_found(weakness, outcome);
+}
+
 /// `--dedupe none`: a redelivered credit is applied twice. The exactly-once property over
 /// credits and redeliveries must fail (the bank checker sees the double).
 #[test]
 fn dedupe_none_applies_a_redelivered_credit_twice() {
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let world = rt.block_on(World::start(&["--dedupe", "none"], 1, false));
-    let (outcome, run) = run_property(
+    expect_weakness(
         "naive-dedupe-none",
-        config::finds_weakness("naive-dedupe-none", 20),
-        &exactly_once::steps(false, 2..6),
-        |steps| rt.block_on(exactly_once::case(&world, &steps, SHORT_SETTLE)),
+        &["--dedupe", "none"],
+        false,
+        exactly_once::steps(false, 2..6),
+        "--dedupe none applies a redelivered credit twice",
+        async |world, steps| exactly_once::case(world, &steps, SHORT_SETTLE).await,
     );
-    run.finds_weakness(&outcome);
-    rt.block_on(world.stop());
-    assert_found("--dedupe none applies a redelivered credit twice", outcome);
 }
 
 /// One step of a "work in flight, then a crash" case.
@@ -92,17 +112,14 @@ async fn crash_case(world: &World, steps: &[Work]) -> Result<Vec<Verdict>, TestC
 /// holds tasks loses them. "No accepted task is lost" must fail.
 #[test]
 fn ack_auto_loses_tasks_when_a_worker_dies_mid_task() {
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let world = rt.block_on(World::start(&["--ack", "auto"], 1, false));
-    let (outcome, run) = run_property(
+    expect_weakness(
         "naive-ack-auto",
-        config::finds_weakness("naive-ack-auto", 20),
-        &work(),
-        |steps| rt.block_on(crash_case(&world, &steps)),
+        &["--ack", "auto"],
+        false,
+        work(),
+        "--ack auto loses tasks of a killed worker",
+        async |world, steps| crash_case(world, &steps).await,
     );
-    run.finds_weakness(&outcome);
-    rt.block_on(world.stop());
-    assert_found("--ack auto loses tasks of a killed worker", outcome);
 }
 
 /// `--dedupe redis-setnx` (seed 4.4): the key is set before processing, so a worker that dies
@@ -110,19 +127,13 @@ fn ack_auto_loses_tasks_when_a_worker_dies_mid_task() {
 /// accepted task is lost" must fail.
 #[test]
 fn redis_setnx_loses_a_task_when_the_worker_dies_between_key_and_commit() {
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let world = rt.block_on(World::start(&["--dedupe", "redis-setnx"], 1, true));
-    let (outcome, run) = run_property(
+    expect_weakness(
         "naive-redis-setnx",
-        config::finds_weakness("naive-redis-setnx", 20),
-        &work(),
-        |steps| rt.block_on(crash_case(&world, &steps)),
-    );
-    run.finds_weakness(&outcome);
-    rt.block_on(world.stop());
-    assert_found(
+        &["--dedupe", "redis-setnx"],
+        true,
+        work(),
         "--dedupe redis-setnx loses a task killed between SETNX and commit",
-        outcome,
+        async |world, steps| crash_case(world, &steps).await,
     );
 }
 
@@ -131,15 +142,12 @@ fn redis_setnx_loses_a_task_when_the_worker_dies_between_key_and_commit() {
 /// climb past any budget. The lifecycle model must refuse it.
 #[test]
 fn retry_requeue_never_dead_letters_a_poison_task() {
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let world = rt.block_on(World::start(&["--retry", "requeue"], 1, false));
-    let (outcome, run) = run_property(
+    expect_weakness(
         "naive-retry-requeue",
-        config::finds_weakness("naive-retry-requeue", 20),
-        &lifecycle::Model::sequential_strategy(1..8),
-        |generated| rt.block_on(lifecycle::case(&world, generated)),
+        &["--retry", "requeue"],
+        false,
+        lifecycle::Model::sequential_strategy(1..8),
+        "--retry requeue loops a poison task forever",
+        async |world, generated| lifecycle::case(world, generated).await,
     );
-    run.finds_weakness(&outcome);
-    rt.block_on(world.stop());
-    assert_found("--retry requeue loops a poison task forever", outcome);
 }
