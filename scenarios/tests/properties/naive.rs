@@ -9,6 +9,7 @@ use harness::{
     history::{History, OpType, Process},
 };
 use proptest::{prelude::*, test_runner::TestCaseError};
+use proptest_state_machine::ReferenceStateMachine;
 use reports::Verdict;
 use scenarios::{
     config,
@@ -20,7 +21,6 @@ use crate::{
     exactly_once, lifecycle,
     support::{assert_found, run_property, verdicts},
 };
-use proptest_state_machine::ReferenceStateMachine;
 
 /// How long a naive case waits for tasks that may never end.
 const SHORT_SETTLE: Duration = Duration::from_secs(5);
