@@ -79,6 +79,16 @@ pub struct ReferenceSut {
     binary: PathBuf,
     /// The broker, directly (for final reads and teardown).
     amqp_url: String,
+    torn_down: std::sync::atomic::AtomicBool,
+}
+
+/// A run that panicked or returned early still deletes its queues and exchanges.
+impl Drop for ReferenceSut {
+    fn drop(&mut self) {
+        if !self.torn_down.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = self.teardown_command().output();
+        }
+    }
 }
 
 /// Name of the link between a process and the broker or the store.
@@ -148,6 +158,7 @@ impl ReferenceSut {
             names,
             binary,
             amqp_url: backends.amqp_url.clone(),
+            torn_down: Default::default(),
         })
     }
 
@@ -169,24 +180,12 @@ impl ReferenceSut {
 
     /// Deletes the run's queues and exchanges (the reference's `teardown`).
     pub async fn teardown(&self) -> Result<(), SutError> {
-        let delays: Vec<String> = self
-            .names
-            .retry_delays
-            .iter()
-            .map(|d| format!("{}ms", d.as_millis()))
-            .collect();
-        let out = tokio::process::Command::new(&self.binary)
-            .args([
-                "teardown",
-                "--prefix",
-                &self.names.prefix,
-                "--amqp-url",
-                &self.amqp_url,
-            ])
-            .args(["--retry-delays", &delays.join(",")])
+        let out = tokio::process::Command::from(self.teardown_command())
             .output()
             .await
             .map_err(SutError::Io)?;
+        self.torn_down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         if out.status.success() {
             Ok(())
         } else {
@@ -195,6 +194,25 @@ impl ReferenceSut {
                 String::from_utf8_lossy(&out.stderr)
             )))
         }
+    }
+
+    fn teardown_command(&self) -> std::process::Command {
+        let delays: Vec<String> = self
+            .names
+            .retry_delays
+            .iter()
+            .map(|d| format!("{}ms", d.as_millis()))
+            .collect();
+        let mut cmd = std::process::Command::new(&self.binary);
+        cmd.args([
+            "teardown",
+            "--prefix",
+            &self.names.prefix,
+            "--amqp-url",
+            &self.amqp_url,
+        ])
+        .args(["--retry-delays", &delays.join(",")]);
+        cmd
     }
 }
 

@@ -124,3 +124,38 @@ async fn link_faults_reach_the_running_system() {
     sut.stop(Duration::from_secs(10)).await;
     sut.teardown().await.unwrap();
 }
+
+/// A SUT dropped without an explicit teardown (a test that panicked) deletes its topology.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_system_leaves_no_queues_behind() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let config = SutConfig {
+        workers: 0,
+        via_links: false,
+        ..SutConfig::default()
+    };
+    let sut = ReferenceSut::start(&config, &backends(), None, dir.path())
+        .await
+        .unwrap();
+    let queue = sut.names.task_queue();
+    let conn = lapin::Connection::connect(&crate::support::amqp_url(), Default::default())
+        .await
+        .unwrap();
+    let exists = async |name: &str| {
+        let ch = conn.create_channel().await.unwrap();
+        let opts = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        ch.queue_declare(name.into(), opts, Default::default())
+            .await
+            .is_ok()
+    };
+    assert!(exists(&queue).await, "the system declared its queue");
+    drop(sut);
+    assert!(
+        !exists(&queue).await,
+        "dropping the system deleted its queue"
+    );
+}
