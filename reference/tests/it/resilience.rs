@@ -7,7 +7,7 @@ use reference::Mode;
 use serde_json::json;
 
 use crate::support::{
-    forwarder::{broker_addr, Forwarder},
+    link::{broker_addr, Link},
     process::Proc,
     wait_until, BrokerProbe, Client, World,
 };
@@ -129,7 +129,7 @@ async fn sigterm_finishes_in_flight_work_then_exits_cleanly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbox_keeps_accepting_and_drains_after_the_broker_returns() {
     let mut world = World::new("outbox");
-    let link = Forwarder::start(broker_addr()).await;
+    let link = Link::start(broker_addr()).await;
     let via_link = link.amqp_url();
     let api = world.start(Mode::Api, &["--amqp-url", &via_link]).await;
     let worker = world.start(Mode::Worker, &["--amqp-url", &via_link]).await;
@@ -162,7 +162,7 @@ async fn outbox_keeps_accepting_and_drains_after_the_broker_returns() {
         "backlog gauge exported"
     );
 
-    link.restore();
+    link.restore().await;
     all_succeeded(c, &ids, Duration::from_secs(60)).await;
     assert_eq!(balances(c).await, want);
     worker.stop().await;

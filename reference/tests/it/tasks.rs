@@ -8,7 +8,7 @@ use reference::Mode;
 use serde_json::{json, Value};
 
 use crate::support::{
-    forwarder::{broker_addr, Forwarder},
+    link::{broker_addr, Link},
     wait_until, BrokerProbe, Client, World,
 };
 
@@ -199,12 +199,12 @@ async fn idempotency_key_replays_rejects_and_dedupes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_while_first_is_in_flight_is_409() {
     let mut world = World::new("inflight");
-    let link = Forwarder::start(broker_addr()).await;
+    let link = Link::start(broker_addr()).await;
     let url = link.amqp_url();
     let app = world
         .start(Mode::Api, &["--publish", "confirm", "--amqp-url", &url])
         .await;
-    link.set_latency(Duration::from_millis(400));
+    link.set_latency(Duration::from_millis(400)).await;
     let c = app.client.clone();
     let body = json!({"type": "echo"});
     let first = tokio::spawn({
@@ -217,7 +217,7 @@ async fn duplicate_while_first_is_in_flight_is_409() {
         .expect(409, "CONFLICT_ERR");
     let first = first.await.unwrap();
     first.expect(202, "OK");
-    link.set_latency(Duration::ZERO);
+    link.set_latency(Duration::ZERO).await;
     assert_eq!(c.submit("slow-key", &body).await.bytes, first.bytes);
     app.stop().await;
 }

@@ -1,7 +1,7 @@
 //! Shared test support: a unique prefix and store per test, the app in-process or as a real
 //! process, a client speaking the contract, and cleanup of everything left on the broker.
 
-pub mod forwarder;
+pub mod link;
 pub mod process;
 
 use std::{future::Future, sync::Once, time::Duration};
