@@ -1,6 +1,6 @@
 //! A typed client of the contract (design §2). It knows HTTP and the envelope, not any
-//! implementation, and classifies every failure the way a history needs: did the operation
-//! definitely not happen, or is its outcome unknown?
+//! implementation, and says how each call failed; [`crate::ops`] turns that into the
+//! history's ok, fail or info.
 
 use std::time::Duration;
 
@@ -31,18 +31,6 @@ pub enum ClientError {
     /// The server answered something that is not the contract.
     #[error("protocol violation: {0}")]
     Protocol(String),
-}
-
-impl ClientError {
-    /// True when the operation definitely did not take effect: refused connections, and error
-    /// envelopes other than 500 (whose side effects are unknown).
-    pub fn is_definite(&self) -> bool {
-        match self {
-            ClientError::Refused(_) => true,
-            ClientError::Http { status, .. } => *status != 500,
-            _ => false,
-        }
-    }
 }
 
 /// The answer to a task submission, as the history records it.
@@ -262,24 +250,5 @@ impl Client {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         false
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn definite_errors_are_the_ones_that_did_not_happen() {
-        let http = |status| ClientError::Http {
-            status,
-            code: "X".into(),
-            message: String::new(),
-        };
-        assert!(ClientError::Refused("x".into()).is_definite());
-        assert!(http(503).is_definite() && http(409).is_definite() && http(422).is_definite());
-        assert!(!http(500).is_definite());
-        assert!(!ClientError::Timeout(Duration::from_secs(1)).is_definite());
-        assert!(!ClientError::Transport("reset".into()).is_definite());
     }
 }

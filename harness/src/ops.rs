@@ -28,8 +28,11 @@ fn outcome_of_status(status: u16) -> OpType {
 fn outcome_of_error(e: &ClientError) -> OpType {
     match e {
         ClientError::Http { status, .. } => outcome_of_status(*status),
-        e if e.is_definite() => OpType::Fail,
-        _ => OpType::Info,
+        // Refused before anything was sent: it did not happen.
+        ClientError::Refused(_) => OpType::Fail,
+        ClientError::Timeout(_) | ClientError::Transport(_) | ClientError::Protocol(_) => {
+            OpType::Info
+        }
     }
 }
 
@@ -188,6 +191,8 @@ mod tests {
             outcome_of_error(&ClientError::Transport("reset".into())),
             OpType::Info
         );
+        let timeout = ClientError::Timeout(std::time::Duration::from_secs(1));
+        assert_eq!(outcome_of_error(&timeout), OpType::Info);
         let http = ClientError::Http {
             status: 404,
             code: "NOT_FOUND_ERR".into(),
