@@ -4,7 +4,10 @@
 //! owed a callback has had one; a system that never settles (a poison message requeued
 //! forever) is read anyway once the timeout passes, and marked unsettled.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use contract::topology::Names;
 use lapin::options::{BasicGetOptions, QueueDeclareOptions};
@@ -98,9 +101,11 @@ impl FinalRead<'_> {
     /// Polls until settled or the timeout; returns whether it settled.
     async fn settle(&self, history: &[Op], conn: Option<&lapin::Connection>) -> bool {
         let ids = accepted_ids(history);
+        // An end is final, so each task is read until it has ended, not at every poll.
+        let mut ended: BTreeMap<String, bool> = BTreeMap::new();
         let deadline = tokio::time::Instant::now() + self.settle_timeout;
         loop {
-            if self.is_settled(&ids, conn).await {
+            if self.is_settled(&ids, &mut ended, conn).await {
                 return true;
             }
             if tokio::time::Instant::now() >= deadline {
@@ -111,21 +116,33 @@ impl FinalRead<'_> {
         }
     }
 
-    async fn is_settled(&self, ids: &BTreeSet<String>, conn: Option<&lapin::Connection>) -> bool {
+    /// `ended` maps the tasks seen ended to whether they owe a callback to the sink.
+    async fn is_settled(
+        &self,
+        ids: &BTreeSet<String>,
+        ended: &mut BTreeMap<String, bool>,
+        conn: Option<&lapin::Connection>,
+    ) -> bool {
+        for id in ids {
+            if ended.contains_key(id) {
+                continue;
+            }
+            match self.client.task(id).await {
+                Ok(Some(t)) if t.is_terminal() => {
+                    ended.insert(id.clone(), t.callback_url.is_some() && self.sink.is_some());
+                }
+                _ => return false,
+            }
+        }
         let called_back: BTreeSet<String> = self
             .sink
             .map(|s| s.records().into_iter().filter_map(|r| r.task_id).collect())
             .unwrap_or_default();
-        for id in ids {
-            match self.client.task(id).await {
-                Ok(Some(t)) if t.is_terminal() => {
-                    if t.callback_url.is_some() && self.sink.is_some() && !called_back.contains(id)
-                    {
-                        return false;
-                    }
-                }
-                _ => return false,
-            }
+        if ended
+            .iter()
+            .any(|(id, owes)| *owes && !called_back.contains(id))
+        {
+            return false;
         }
         match conn {
             Some(conn) => {

@@ -71,19 +71,11 @@ async fn declare(ch: &Channel, queue: &str, kind: Kind) {
         .unwrap_or_else(|e| panic!("declare {queue}: {e}"));
 }
 
-/// Exact number of ready messages (passive declare; management statistics lag).
+/// Exact number of ready messages.
 async fn depth(conn: &Connection, queue: &str) -> u32 {
-    let ch = conn.create_channel().await.expect("channel");
-    let opts = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    let q = ch
-        .queue_declare(queue.into(), opts, FieldTable::default())
+    harness::final_read::depth(conn, queue)
         .await
-        .unwrap_or_else(|e| panic!("passive declare {queue}: {e}"));
-    let _ = ch.close(200, "counted".into()).await;
-    q.message_count()
+        .unwrap_or_else(|e| panic!("passive declare {queue}: {e}"))
 }
 
 /// A persistent message to `queue` through the default exchange.

@@ -142,16 +142,8 @@ async fn a_dropped_system_leaves_no_queues_behind() {
     let conn = lapin::Connection::connect(&crate::support::amqp_url(), Default::default())
         .await
         .unwrap();
-    let exists = async |name: &str| {
-        let ch = conn.create_channel().await.unwrap();
-        let opts = lapin::options::QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        ch.queue_declare(name.into(), opts, Default::default())
-            .await
-            .is_ok()
-    };
+    let exists = async |name: &str| harness::final_read::depth(&conn, name).await.is_ok();
+
     assert!(exists(&queue).await, "the system declared its queue");
     drop(sut);
     assert!(
