@@ -6,7 +6,6 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use contract::topology::Names;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -14,16 +13,12 @@ use crate::{
     client::Client,
     final_read::FinalRead,
     history::History,
-    infra::{
-        services::{Mysql, Redis},
-        Broker,
-    },
-    links::Links,
+    infra::Broker,
     nemesis::{self, Nemesis, Step},
     ops::Recorder,
     run::RunDir,
     sink::Sink,
-    sut::{Backends, ReferenceSut, Store, SutConfig},
+    sut::{Deployment, External, SutConfig},
     workload::{self, Generator, Limits, Mix, Tally},
 };
 
@@ -131,110 +126,6 @@ impl Experiment {
     }
 }
 
-/// A system that speaks the contract, attached by URL instead of started by the harness.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct External {
-    pub base_url: String,
-    /// Its topology's prefix and retry delays, for queue depths and dead letters.
-    pub prefix: String,
-    #[serde(with = "crate::duration::list", default)]
-    pub retry_delays: Vec<Duration>,
-}
-
-/// The system under test and what was started for it.
-struct Deployment {
-    links: Option<Links>,
-    sut: Option<ReferenceSut>,
-    base_url: String,
-    names: Names,
-    // Held for the run's length: dropping them stops private servers.
-    _mysql: Option<Mysql>,
-    _redis: Option<Redis>,
-}
-
-impl Deployment {
-    async fn start(exp: &Experiment, broker: &Broker, run: &RunDir) -> anyhow::Result<Deployment> {
-        if let Some(ext) = &exp.external {
-            let names = Names {
-                prefix: ext.prefix.clone(),
-                retry_delays: ext.retry_delays.clone(),
-            };
-            return Ok(Deployment {
-                links: None,
-                sut: None,
-                base_url: ext.base_url.clone(),
-                names,
-                _mysql: None,
-                _redis: None,
-            });
-        }
-        let links = if exp.sut.via_links {
-            Some(Links::start().await?)
-        } else {
-            None
-        };
-        let services = run.file("services");
-        let mysql = match exp.sut.store {
-            Store::Mysql => Some(Mysql::provision(&services).await?),
-            Store::Sqlite => None,
-        };
-        let redis = if exp.sut.redis {
-            Some(Redis::provision(&services).await?)
-        } else {
-            None
-        };
-        let backends = Backends {
-            amqp_url: broker.amqp_url(),
-            mysql_url: mysql.as_ref().map(Mysql::url),
-            redis_url: redis.as_ref().map(|r| r.url().to_string()),
-        };
-        tracing::info!(run = %run.path().display(), broker = %broker.describe(), "starting the system under test");
-        let sut = ReferenceSut::start(&exp.sut, &backends, links.as_ref(), run.path()).await?;
-        let (base_url, names) = (sut.base_url(), sut.names.clone());
-        Ok(Deployment {
-            links,
-            sut: Some(sut),
-            base_url,
-            names,
-            _mysql: mysql,
-            _redis: redis,
-        })
-    }
-
-    /// What the report says of the system under test.
-    fn describe(&self, exp: &Experiment, broker: &Broker) -> BTreeMap<String, String> {
-        let kind = if self.sut.is_some() {
-            "reference"
-        } else {
-            "external"
-        };
-        let mut info = BTreeMap::from([
-            ("kind".to_string(), kind.to_string()),
-            ("base_url".to_string(), self.base_url.clone()),
-            ("prefix".to_string(), self.names.prefix.clone()),
-            ("broker".to_string(), broker.describe()),
-            (
-                "links".to_string(),
-                self.links.as_ref().map_or("none".into(), Links::url),
-            ),
-        ]);
-        if self.sut.is_some() {
-            info.insert("workers".into(), exp.sut.workers.to_string());
-            info.insert("args".into(), exp.sut.args.join(" "));
-        }
-        info
-    }
-
-    async fn stop(&self) {
-        if let Some(sut) = &self.sut {
-            sut.stop(Duration::from_secs(10)).await;
-            if let Err(e) = sut.teardown().await {
-                tracing::warn!(error = %e, "topology not deleted");
-            }
-        }
-    }
-}
-
 /// The workload beside the fault schedule.
 async fn drive(
     exp: &Experiment,
@@ -277,7 +168,7 @@ pub async fn execute(
     } else {
         None
     };
-    let deployment = Deployment::start(exp, broker, run).await?;
+    let deployment = Deployment::start(&exp.sut, exp.external.as_ref(), broker, run.path()).await?;
     let client = Client::new(&deployment.base_url, exp.token.clone(), exp.request_timeout);
     let recorder = Recorder::new(client.clone(), history.clone());
     let tally = drive(exp, &deployment, broker, &recorder, sink.as_ref()).await;
@@ -305,7 +196,7 @@ pub async fn execute(
     ]);
     Ok(run.finish(
         "harness",
-        deployment.describe(exp, broker),
+        deployment.describe(&exp.sut, broker),
         parameters,
         verdicts,
     )?)

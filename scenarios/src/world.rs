@@ -9,11 +9,11 @@ use harness::{
     final_read::FinalRead,
     final_state::FinalState,
     history::History,
-    infra::{services::Redis, Broker},
+    infra::Broker,
     links::Links,
     nemesis::{Fault, Nemesis},
     ops::Recorder,
-    sut::{Backends, ReferenceSut, SutConfig},
+    sut::{Deployment, ReferenceSut, SutConfig},
 };
 
 /// The broker every scenario uses: `AMQP_URL`, else the machine's.
@@ -32,13 +32,11 @@ pub fn fast_retries() -> Vec<Duration> {
 
 /// A started system and what it needs.
 pub struct World {
-    pub sut: ReferenceSut,
+    pub deployment: Deployment,
     pub client: Client,
-    pub links: Links,
     pub amqp_url: String,
     /// The broker, as the nemesis sees it (shared: never faulted).
     broker: Broker,
-    _redis: Option<Redis>,
     _dir: tempfile::TempDir,
 }
 
@@ -48,41 +46,35 @@ impl World {
     pub async fn start(args: &[&str], workers: usize, redis: bool) -> World {
         harness::init_test_tracing();
         let dir = tempfile::tempdir().expect("temp dir");
-        let redis = if redis {
-            Some(
-                Redis::provision(dir.path())
-                    .await
-                    .expect("a Redis for the redis strategies"),
-            )
-        } else {
-            None
-        };
         let config = SutConfig {
             workers,
             args: args.iter().map(|a| a.to_string()).collect(),
             retry_delays: fast_retries(),
-            redis: redis.is_some(),
+            redis,
             ..SutConfig::default()
         };
-        let backends = Backends {
-            amqp_url: amqp_url(),
-            mysql_url: None,
-            redis_url: redis.as_ref().map(|r| r.url().to_string()),
-        };
-        let links = Links::start().await.expect("fault proxy starts");
-        let sut = ReferenceSut::start(&config, &backends, Some(&links), dir.path())
+        let broker = Broker::External(amqp_url());
+        let deployment = Deployment::start(&config, None, &broker, dir.path())
             .await
             .expect("the reference starts");
-        let client = Client::new(&sut.base_url(), None, Duration::from_secs(5));
+        let client = Client::new(&deployment.base_url, None, Duration::from_secs(5));
         World {
-            sut,
+            deployment,
             client,
-            links,
             amqp_url: amqp_url(),
-            broker: Broker::External(amqp_url()),
-            _redis: redis,
+            broker,
             _dir: dir,
         }
+    }
+
+    /// The reference's processes.
+    pub fn sut(&self) -> &ReferenceSut {
+        self.deployment.sut.as_ref().expect("a started reference")
+    }
+
+    /// The links between its processes and the broker.
+    pub fn links(&self) -> &Links {
+        self.deployment.links.as_ref().expect("started with links")
     }
 
     /// A recorder writing into `history`.
@@ -95,7 +87,7 @@ impl World {
         let read = FinalRead {
             client: &self.client,
             amqp_url: &self.amqp_url,
-            names: &self.sut.names,
+            names: &self.deployment.names,
             sink: None,
             settle_timeout: settle,
         };
@@ -105,8 +97,8 @@ impl World {
     /// A nemesis recording into `history`.
     pub fn nemesis(&self, history: &History) -> Nemesis<'_> {
         Nemesis {
-            sut: Some(&self.sut),
-            links: Some(&self.links),
+            sut: self.deployment.sut.as_ref(),
+            links: self.deployment.links.as_ref(),
             broker: &self.broker,
             history: history.clone(),
         }
@@ -122,7 +114,7 @@ impl World {
     ) -> Result<(), String> {
         let nemesis = self.nemesis(history);
         let fault = Fault::Kill {
-            process: format!("worker-{}", worker % self.sut.workers.len().max(1)),
+            process: format!("worker-{}", worker % self.sut().workers.len().max(1)),
         };
         nemesis.start(&fault).await.map_err(|e| e.to_string())?;
         tokio::time::sleep(down).await;
@@ -131,10 +123,7 @@ impl World {
 
     /// Stops the processes and deletes the queues.
     pub async fn stop(self) {
-        self.sut.stop(Duration::from_secs(10)).await;
-        if let Err(e) = self.sut.teardown().await {
-            tracing::warn!(error = %e, "topology not deleted");
-        }
+        self.deployment.stop().await;
     }
 }
 

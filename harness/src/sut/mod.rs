@@ -1,6 +1,7 @@
 //! The system under test: the reference started as real OS processes, or any system that
 //! speaks the contract, attached by URL.
 
+mod deployment;
 mod process;
 mod reference;
 
@@ -9,7 +10,7 @@ use std::{
     sync::OnceLock,
 };
 
-use contract::topology::Names;
+pub use deployment::{Deployment, External};
 pub use process::SutProcess;
 pub use reference::{link_name, Backends, ReferenceSut, Store, SutConfig};
 
@@ -28,18 +29,10 @@ pub enum SutError {
     Config(String),
     #[error(transparent)]
     Link(#[from] LinkError),
+    #[error(transparent)]
+    Service(#[from] crate::infra::services::ServiceError),
     #[error("I/O: {0}")]
     Io(std::io::Error),
-}
-
-/// A system that speaks the contract, reached by URL; the harness only observes it.
-#[derive(Debug, Clone)]
-pub struct ExternalSut {
-    pub base_url: String,
-    /// Its broker, for queue depths and dead letters.
-    pub amqp_url: String,
-    /// Its topology's prefix and retry delays.
-    pub names: Names,
 }
 
 /// The `reference` binary: `REFERENCE_BIN`, else built from this workspace (once per process,

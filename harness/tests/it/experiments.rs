@@ -5,11 +5,11 @@
 use std::{sync::Arc, time::Duration};
 
 use harness::{
-    experiment::{self, Experiment, External},
+    experiment::{self, Experiment},
     infra::{rabbit, Broker},
     nemesis::{Fault, Step},
     run::RunDir,
-    sut::{ReferenceSut, Store, SutConfig},
+    sut::{External, ReferenceSut, Store, SutConfig},
     workload::Mix,
 };
 use reports::{RunReport, Validity};

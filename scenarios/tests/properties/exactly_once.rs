@@ -75,7 +75,7 @@ pub async fn case(
                 let (id, body) = &accepted[nth % accepted.len()];
                 redeliver(
                     &world.amqp_url,
-                    &world.sut.names,
+                    &world.sut().names,
                     &history,
                     Process::Client(1),
                     id,

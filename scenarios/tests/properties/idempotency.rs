@@ -118,7 +118,7 @@ fn each_key_makes_one_task_and_replays_its_first_answer() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let world = rt.block_on(async {
         let w = World::start(&["--publish", "confirm"], 1, false).await;
-        w.links
+        w.links()
             .latency("api-broker", 150, 0)
             .await
             .expect("latency on the API's broker link");
