@@ -38,12 +38,10 @@ pub async fn create(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let key = check_idempotency_key(single_header(&headers, contract::IDEMPOTENCY_KEY)?)?;
-    let task = from_json::<CreateTaskRequest>(body.clone(), "")?.validate_input(&s.allow)?;
-    match s
-        .store
-        .reserve_key(&key, &fingerprint(&body), s.key_lease)
-        .await?
-    {
+    // Fingerprinted before validation consumes the body, so the body is never copied.
+    let fingerprint = fingerprint(&body);
+    let task = from_json::<CreateTaskRequest>(body, "")?.validate_input(&s.allow)?;
+    match s.store.reserve_key(&key, &fingerprint, s.key_lease).await? {
         Reservation::Reserved => {}
         Reservation::Replay(stored) => return Ok(respond(&stored, true)),
         Reservation::Mismatch => {
