@@ -5,12 +5,7 @@
 //! Each run gets a database of its own (created here, dropped when the handle goes), so runs
 //! sharing a server never see each other's rows.
 
-use std::{
-    net::TcpListener,
-    path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
-};
+use std::{net::TcpListener, path::Path, process::Command, time::Duration};
 
 use crate::proc::Proc;
 
@@ -70,7 +65,23 @@ async fn wait_listening(proc: &Proc, port: u16, what: &str) -> Result<(), Servic
 pub struct Mysql {
     server: url::Url,
     database: String,
-    _private: Option<Proc>,
+    _private: Option<PrivateServer>,
+}
+
+/// A private server and its data directory, removed after the server stops. The data lives
+/// in a short temporary path rather than the run directory: a Unix socket path must fit in
+/// 107 bytes, which a run directory under a deep checkout does not, and a report's artifacts
+/// should list logs, not database files. The server's log stays in the run directory.
+struct PrivateServer {
+    _proc: Proc,
+    _data: tempfile::TempDir,
+}
+
+fn data_dir(service: &str) -> Result<tempfile::TempDir, ServiceError> {
+    tempfile::Builder::new()
+        .prefix(&format!("rmqh-{service}"))
+        .tempdir()
+        .map_err(|e| failed("a data directory", e))
 }
 
 impl Mysql {
@@ -82,8 +93,8 @@ impl Mysql {
                 None,
             ),
             _ if installed("mariadbd") => {
-                let (url, proc) = start_private_mysql(dir).await?;
-                (url, Some(proc))
+                let (url, private) = start_private_mysql(dir).await?;
+                (url, Some(private))
             }
             _ => return Err(ServiceError::NoMysql),
         };
@@ -146,9 +157,10 @@ impl Drop for Mysql {
     }
 }
 
-async fn start_private_mysql(dir: &Path) -> Result<(url::Url, Proc), ServiceError> {
-    let data = dir.join("mysql");
-    std::fs::create_dir_all(&data).map_err(|e| failed("mysql data dir", e))?;
+async fn start_private_mysql(dir: &Path) -> Result<(url::Url, PrivateServer), ServiceError> {
+    std::fs::create_dir_all(dir).map_err(|e| failed("the services directory", e))?;
+    let tmp = data_dir("mysql")?;
+    let data = tmp.path().join("data");
     let user = nix::unistd::User::from_uid(nix::unistd::getuid())
         .ok()
         .flatten()
@@ -178,20 +190,26 @@ async fn start_private_mysql(dir: &Path) -> Result<(url::Url, Proc), ServiceErro
     ])
     .args([
         "--bind-address=127.0.0.1",
-        &format!("--socket={}", data.join("mysqld.sock").display()),
+        &format!("--socket={}", tmp.path().join("mysqld.sock").display()),
     ])
     .args([&format!("--user={user}"), "--skip-log-bin", small_logs]);
     let proc = Proc::spawn("mariadbd", cmd, &dir.join("mariadbd.log"))
         .map_err(|e| failed("mariadbd", e))?;
     wait_listening(&proc, port, "private mariadbd").await?;
     let url = url::Url::parse(&format!("mysql://root@127.0.0.1:{port}")).expect("valid URL");
-    Ok((url, proc))
+    Ok((
+        url,
+        PrivateServer {
+            _proc: proc,
+            _data: tmp,
+        },
+    ))
 }
 
 /// A Redis for one run.
 pub struct Redis {
     url: String,
-    _private: Option<Proc>,
+    _private: Option<PrivateServer>,
 }
 
 impl Redis {
@@ -209,8 +227,8 @@ impl Redis {
             return Err(ServiceError::NoRedis);
         }
         let port = free_port()?;
-        let data: PathBuf = dir.join("redis");
-        std::fs::create_dir_all(&data).map_err(|e| failed("redis dir", e))?;
+        std::fs::create_dir_all(dir).map_err(|e| failed("the services directory", e))?;
+        let data = data_dir("redis")?;
         let mut cmd = Command::new("redis-server");
         cmd.args([
             "--port",
@@ -222,13 +240,16 @@ impl Redis {
             "--appendonly",
             "no",
         ])
-        .args(["--dir", &data.display().to_string()]);
+        .args(["--dir", &data.path().display().to_string()]);
         let proc = Proc::spawn("redis-server", cmd, &dir.join("redis.log"))
             .map_err(|e| failed("redis-server", e))?;
         wait_listening(&proc, port, "private redis-server").await?;
         Ok(Redis {
             url: format!("redis://127.0.0.1:{port}"),
-            _private: Some(proc),
+            _private: Some(PrivateServer {
+                _proc: proc,
+                _data: data,
+            }),
         })
     }
 
