@@ -72,7 +72,8 @@ pub async fn start(config: Config, mode: Mode) -> anyhow::Result<Running> {
     };
     let name = format!("reference-{}-{}", config.prefix, mode_name(mode));
     let broker = Broker::connect(
-        &config.amqp_url,
+        &config.broker.amqp_url,
+        config.broker.tls()?,
         &name,
         topology,
         tuning.connect_timeout,

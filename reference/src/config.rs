@@ -3,7 +3,7 @@
 //! The strategy switches default to the robust variants; the naive ones reproduce the seed
 //! article's snippets so that the harness can show how they fail.
 
-use std::{fmt, net::SocketAddr, time::Duration};
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, ValueEnum};
 
@@ -81,13 +81,8 @@ pub struct Config {
     #[arg(long, env = "REFERENCE_HTTP_ADDR")]
     pub http_addr: Option<SocketAddr>,
 
-    /// AMQP broker URL.
-    #[arg(
-        long,
-        env = "AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
-    )]
-    pub amqp_url: String,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
 
     /// Store URL: `sqlite://FILE` (created if missing) or `mysql://USER:PASS@HOST/DB`.
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://reference.db")]
@@ -121,6 +116,64 @@ pub struct Config {
     /// Log format (the filter is read from RUST_LOG, default `info`).
     #[arg(long, env = "REFERENCE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// Where the broker is and whom to trust on the way.
+#[derive(Debug, Clone, Args)]
+pub struct BrokerArgs {
+    /// AMQP broker URL; `amqps://` connects with TLS.
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    pub amqp_url: String,
+
+    /// PEM file of CA certificates to trust for an `amqps://` URL, besides the system's.
+    #[arg(long, env = "AMQP_CA_FILE")]
+    pub amqp_ca_file: Option<PathBuf>,
+}
+
+impl BrokerArgs {
+    /// Checks the URL and the CA file without connecting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.amqp_url
+            .parse::<lapin::uri::AMQPUri>()
+            .map_err(ConfigError::BadAmqpUrl)?;
+        self.tls().map(drop)
+    }
+
+    /// The TLS settings for the broker connection: the CA file's certificates, checked here
+    /// because the TLS layer skips what it cannot parse and would fail later, vaguely, at the
+    /// handshake.
+    pub fn tls(&self) -> Result<lapin::tcp::OwnedTLSConfig, ConfigError> {
+        let Some(path) = &self.amqp_ca_file else {
+            return Ok(lapin::tcp::OwnedTLSConfig::default());
+        };
+        if !self.amqp_url.starts_with("amqps://") {
+            return Err(ConfigError::CaFileWithoutTls);
+        }
+        let bad = |why: String| ConfigError::BadCaFile {
+            path: path.display().to_string(),
+            why,
+        };
+        let pem = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        if read_certificates(&pem).map_err(bad)? == 0 {
+            return Err(bad("holds no PEM certificate".into()));
+        }
+        Ok(lapin::tcp::OwnedTLSConfig {
+            identity: None,
+            cert_chain: Some(pem),
+        })
+    }
+}
+
+/// How many certificates a PEM bundle holds, or why it cannot be read.
+fn read_certificates(pem: &str) -> Result<usize, String> {
+    use rustls_pki_types::{pem::PemObject, CertificateDer};
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .try_fold(0, |n, cert| cert.map(|_| n + 1))
+        .map_err(|e| format!("not a PEM certificate bundle: {e}"))
 }
 
 /// The robustness switches of design §3. Defaults are the robust variants.
@@ -289,6 +342,10 @@ pub enum ConfigError {
     BadDatabaseUrl(String),
     #[error("--amqp-url is not a valid AMQP URL (amqp://user:pass@host:port/vhost): {0}")]
     BadAmqpUrl(String),
+    #[error("--amqp-ca-file applies to amqps:// URLs only")]
+    CaFileWithoutTls,
+    #[error("--amqp-ca-file {path}: {why}")]
+    BadCaFile { path: String, why: String },
     #[error("--redis-url is not a valid Redis URL: {0}")]
     BadRedisUrl(String),
     #[error("--callback-allow entry `{0}` must be a host or host:port")]
@@ -328,9 +385,7 @@ impl Config {
         {
             return Err(ConfigError::BadDatabaseUrl(self.database_url.clone()));
         }
-        self.amqp_url
-            .parse::<lapin::uri::AMQPUri>()
-            .map_err(ConfigError::BadAmqpUrl)?;
+        self.broker.validate()?;
         if let Some(url) = &self.redis_url {
             redis::Client::open(url.as_str())
                 .map_err(|e| ConfigError::BadRedisUrl(e.to_string()))?;
@@ -356,7 +411,8 @@ impl fmt::Debug for Config {
         let redact = |o: &Option<String>| o.as_ref().map(|_| "<redacted>");
         f.debug_struct("Config")
             .field("http_addr", &self.http_addr)
-            .field("amqp_url", &redact_url(&self.amqp_url))
+            .field("amqp_url", &redact_url(&self.broker.amqp_url))
+            .field("amqp_ca_file", &self.broker.amqp_ca_file)
             .field("database_url", &redact_url(&self.database_url))
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("prefix", &self.prefix)
@@ -433,6 +489,24 @@ mod tests {
         assert!(matches!(c.validate(), Err(ConfigError::RedisRequired(_))));
         let c = parse(&["--cache", "redis"]).unwrap();
         assert!(matches!(c.validate(), Err(ConfigError::RedisRequired(_))));
+    }
+
+    #[test]
+    fn a_ca_file_must_hold_certificates_and_go_with_amqps() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_pem = dir.path().join("notes.txt");
+        std::fs::write(&not_pem, "no certificate here").unwrap();
+        let not_pem = not_pem.to_str().unwrap();
+        let amqps = "amqps://guest:guest@127.0.0.1:5671/%2f";
+        let check = |args: &[&str]| parse(args).unwrap().validate().unwrap_err().to_string();
+
+        let plain = check(&["--amqp-ca-file", not_pem]);
+        assert!(plain.contains("amqps:// URLs only"), "{plain}");
+        let missing = check(&["--amqp-url", amqps, "--amqp-ca-file", "/nonexistent/ca.pem"]);
+        assert!(missing.contains("/nonexistent/ca.pem"), "{missing}");
+        let empty = check(&["--amqp-url", amqps, "--amqp-ca-file", not_pem]);
+        assert!(empty.contains("no PEM certificate"), "{empty}");
+        parse(&["--amqp-url", amqps]).unwrap().validate().unwrap();
     }
 
     #[test]

@@ -1,9 +1,10 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use lapin::DefaultConnectionBuilder;
 use reference::{
     broker::{topology::Names, Topology},
-    config::{Config, LogFormat, QueueType},
+    config::{BrokerArgs, Config, LogFormat, QueueType},
     Mode,
 };
 use tracing_subscriber::EnvFilter;
@@ -40,13 +41,8 @@ enum ModeCommand {
 
 #[derive(clap::Args)]
 struct TeardownArgs {
-    /// AMQP broker URL.
-    #[arg(
-        long,
-        env = "AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
-    )]
-    amqp_url: String,
+    #[command(flatten)]
+    broker: BrokerArgs,
     /// Prefix whose topology to delete.
     #[arg(long, env = "REFERENCE_PREFIX")]
     prefix: String,
@@ -56,7 +52,11 @@ struct TeardownArgs {
 }
 
 async fn teardown(args: TeardownArgs) -> anyhow::Result<()> {
-    let conn = lapin::Connection::connect(&args.amqp_url, Default::default()).await?;
+    let conn = DefaultConnectionBuilder::new()?
+        .with_uri_str(args.broker.amqp_url.clone())
+        .with_tls_config(args.broker.tls()?)
+        .connect()
+        .await?;
     let names = Names {
         prefix: args.prefix,
         retry_delays: args.retry_delays,

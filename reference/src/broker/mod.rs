@@ -8,9 +8,11 @@ use std::{sync::Arc, time::Duration};
 use futures_util::StreamExt;
 use lapin::{
     options::{BasicPublishOptions, ConfirmSelectOptions},
+    tcp::OwnedTLSConfig,
     types::FieldTable,
     uri::AMQPUri,
-    BasicProperties, Channel, Connection, ConnectionProperties, Event, PublisherConfirm,
+    BasicProperties, Channel, Connection, ConnectionProperties, DefaultConnectionBuilder, Event,
+    PublisherConfirm,
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -23,13 +25,23 @@ pub use topology::Topology;
 pub enum BrokerError {
     #[error("invalid AMQP URL: {0}")]
     BadUrl(String),
-    #[error("cannot connect to {url}: {source}")]
-    Connect { url: String, source: lapin::Error },
+    /// `cause` is lapin's error, rendered once (as a `source` it would repeat in the chain).
+    #[error("cannot connect to {url}: {cause}{}", tls_hint(cause))]
+    Connect { url: String, cause: lapin::Error },
     #[error(
         "cannot declare the topology (a queue or exchange under this prefix may exist with other \
          arguments, e.g. another --queue-type; delete it or choose another --prefix): {0}"
     )]
     Topology(lapin::Error),
+}
+
+/// rustls's words for a plain-text answer to a TLS hello, translated.
+fn tls_hint(cause: &lapin::Error) -> &'static str {
+    if cause.to_string().contains("InvalidContentType") {
+        " (the port does not speak TLS: amqps:// needs the broker's TLS listener, usually 5671)"
+    } else {
+        ""
+    }
 }
 
 /// Why a publish did not reach the broker's safekeeping.
@@ -55,6 +67,7 @@ pub struct Broker {
 
 struct Inner {
     uri: AMQPUri,
+    tls: OwnedTLSConfig,
     display_url: String,
     name: String,
     topology: Topology,
@@ -80,9 +93,10 @@ fn prepare_uri(url: &str) -> Result<AMQPUri, BrokerError> {
 
 impl Broker {
     /// Connects (retrying for up to `timeout`), declares the topology, and keeps the connection
-    /// alive in the background until `cancel`.
+    /// alive in the background until `cancel`. `tls` applies to `amqps://` URLs.
     pub async fn connect(
         url: &str,
+        tls: OwnedTLSConfig,
         name: &str,
         topology: Topology,
         timeout: Duration,
@@ -91,13 +105,14 @@ impl Broker {
         let uri = prepare_uri(url)?;
         let display_url = redact_url(url);
         let first = backoff::retry_for(timeout, "broker", || {
-            open(&uri, &display_url, name, &topology)
+            open(&uri, &tls, &display_url, name, &topology)
         })
         .await?;
         let (current, _) = watch::channel(Some(Arc::new(first)));
         let broker = Broker {
             inner: Arc::new(Inner {
                 uri,
+                tls,
                 display_url,
                 name: name.to_string(),
                 topology,
@@ -174,7 +189,7 @@ impl Broker {
                     _ = tokio::time::sleep(delays.next_delay()) => {}
                 }
                 let i = &self.inner;
-                match open(&i.uri, &i.display_url, &i.name, &i.topology).await {
+                match open(&i.uri, &i.tls, &i.display_url, &i.name, &i.topology).await {
                     Ok(conn) => {
                         tracing::info!(url = %i.display_url, "broker connection re-established");
                         i.current.send_replace(Some(Arc::new(conn)));
@@ -191,17 +206,24 @@ impl Broker {
 
 async fn open(
     uri: &AMQPUri,
+    tls: &OwnedTLSConfig,
     display_url: &str,
     name: &str,
     topology: &Topology,
 ) -> Result<Connection, BrokerError> {
     let props = ConnectionProperties::default().with_connection_name(name.into());
-    let conn = Connection::connect_uri(uri.clone(), props)
+    let failed = |cause| BrokerError::Connect {
+        url: display_url.to_string(),
+        cause,
+    };
+    let conn = DefaultConnectionBuilder::new()
+        .map_err(failed)?
+        .with_uri(uri.clone())
+        .with_properties(props)
+        .with_tls_config(tls.clone())
+        .connect()
         .await
-        .map_err(|source| BrokerError::Connect {
-            url: display_url.to_string(),
-            source,
-        })?;
+        .map_err(failed)?;
     let declared = async {
         let ch = conn.create_channel().await?;
         topology.declare(&ch).await?;

@@ -30,6 +30,18 @@ fn unreachable_broker_is_a_clear_start_up_error() {
     );
 }
 
+/// `amqps://` to the plain AMQP port fails at the TLS hello; the error says so in plain words.
+#[test]
+fn tls_to_a_plain_port_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("s.db").display());
+    let url = crate::support::amqp_url().replacen("amqp://", "amqps://", 1);
+    let args = ["api", "--amqp-url", &url, "--database-url", &db];
+    let (code, out) = run_to_exit(&[&args[..], &["--connect-timeout", "0s"]].concat());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("the port does not speak TLS"), "{out}");
+}
+
 #[test]
 fn bad_configuration_is_refused_before_connecting() {
     let cases: [(&[&str], &str); 4] = [
