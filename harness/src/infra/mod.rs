@@ -7,6 +7,7 @@
 pub mod container;
 pub mod rabbit;
 pub mod services;
+pub mod tls;
 
 use std::{path::Path, sync::Arc};
 

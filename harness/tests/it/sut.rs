@@ -4,8 +4,12 @@ use std::time::Duration;
 
 use harness::{
     client::Client,
+    infra::{
+        rabbit::{Node, NodeOptions},
+        tls::TestPki,
+    },
     links::Links,
-    sut::{ReferenceSut, SutConfig},
+    sut::{ReferenceSut, SutConfig, SutProcess},
 };
 use serde_json::json;
 
@@ -150,4 +154,65 @@ async fn a_dropped_system_leaves_no_queues_behind() {
         !exists(&queue).await,
         "dropping the system deleted its queue"
     );
+}
+
+/// The system reaches a broker over TLS: with `--amqp-ca-file` naming the private CA, it
+/// connects over `amqps://` and runs a task, and the broker reports the connections as TLS;
+/// without the CA, it does not start and says that the certificate's issuer is unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_system_speaks_tls_to_the_broker_and_refuses_an_unknown_issuer() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::create(&dir.path().join("pki")).unwrap();
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let opts = NodeOptions {
+        config: pki.rabbitmq_listener(tls_port),
+        ..NodeOptions::default()
+    };
+    let node = Node::start_with(&dir.path().join("node"), 0, &opts)
+        .await
+        .unwrap();
+    let binary = harness::sut::reference_binary().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("tls.db").display());
+    let args = |extra: &[&str]| -> Vec<String> {
+        let url = format!("amqps://guest:guest@127.0.0.1:{tls_port}/%2f");
+        ["all", "--amqp-url", &url, "--database-url", &database]
+            .iter()
+            .chain(&["--prefix", "tls", "--connect-timeout", "3s"])
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect()
+    };
+
+    let refused = std::process::Command::new(&binary)
+        .args(args(&["--http-addr", "127.0.0.1:0"]))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "started without the CA");
+    assert!(
+        stderr.contains("UnknownIssuer"),
+        "the cause is named: {stderr}"
+    );
+
+    let ca = pki.ca_file().display().to_string();
+    let sut = SutProcess::new("all", &binary, args(&["--amqp-ca-file", &ca]), dir.path()).unwrap();
+    sut.start().await.unwrap();
+    let c = Client::new(&sut.base_url(), None, Duration::from_secs(2));
+    let id = submit(&c, "over-tls").await;
+    assert!(wait_status(&c, &id, "SUCCESS", Duration::from_secs(20)).await);
+    let ssl = node
+        .ctl(&["list_connections", "ssl", "--silent"])
+        .await
+        .unwrap();
+    let flags: Vec<&str> = ssl.split_whitespace().collect();
+    assert!(
+        !flags.is_empty() && flags.iter().all(|f| *f == "true"),
+        "every connection is TLS: {ssl}"
+    );
+    sut.stop(Duration::from_secs(10)).await;
 }
