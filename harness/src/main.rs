@@ -18,7 +18,8 @@ use reports::RunReport;
 /// drives a seeded workload beside a fault schedule, reads the final state, checks it, and
 /// writes a run directory with history, logs and verdict.json.
 ///
-/// Exit status: 0 when every verdict is valid, 1 when one is invalid, 2 when undecided.
+/// Exit status: 0 when every verdict is valid, 1 when one is invalid, 2 when undecided, 3 when
+/// the run could not be made (bad experiment file, no broker, a process that would not start).
 #[derive(Parser)]
 #[command(name = "harness", version)]
 struct Cli {
