@@ -27,6 +27,10 @@ use crate::{
     worker::{Processor, Worker},
 };
 
+/// How much longer an Idempotency-Key reservation lasts than the submission holding it may run:
+/// room for undoing a submission that timed out, and for clock steps between API processes.
+const KEY_LEASE_MARGIN: Duration = Duration::from_secs(5);
+
 /// A started process: its HTTP address and the handles to stop it.
 pub struct Running {
     pub http_addr: SocketAddr,
@@ -194,7 +198,8 @@ impl Running {
             ),
             publisher,
             allow: Arc::new(AllowList::parse(&config.callbacks.allow)),
-            key_lease: tuning.request_timeout + Duration::from_secs(5),
+            key_lease: tuning.request_timeout + KEY_LEASE_MARGIN,
+            submit_timeout: tuning.request_timeout,
         };
         let tokens = Tokens::new(config.token.as_deref(), config.read_token.as_deref());
         http::api_router(state, ops, tokens, tuning)

@@ -229,13 +229,18 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Store errors are internal unless they mean "unavailable".
+/// Store errors are internal unless they mean "unavailable" or "your key was taken over".
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         match e {
             crate::store::StoreError::Unavailable(msg) => {
                 ApiError::unavailable(format!("store unavailable: {msg}"))
             }
+            // A retry with the same key now gets the response of the request that took over.
+            crate::store::StoreError::LeaseLost => ApiError::conflict(
+                "this request outlived its hold on the Idempotency-Key and another request took \
+                 it over; retry with the same key to get that request's response",
+            ),
             other => ApiError::internal(other),
         }
     }

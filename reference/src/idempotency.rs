@@ -14,11 +14,20 @@ pub struct StoredResponse {
     pub location: Option<String>,
 }
 
+/// A reservation held by one request. A takeover gives the key a new `token`, so a request whose
+/// lease expired holds a stale one and the store refuses its completion and its release: it
+/// fences off a slow first request that wakes up after a retry took its place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyLease {
+    pub key: String,
+    pub token: i64,
+}
+
 /// What reserving a key found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reservation {
-    /// The key is new (or its holder was abandoned): this request proceeds.
-    Reserved,
+    /// The key is new (or its holder was abandoned): this request proceeds under this lease.
+    Reserved(KeyLease),
     /// The key completed with the same body: replay this response.
     Replay(StoredResponse),
     /// The key was used with another body.

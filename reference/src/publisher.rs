@@ -8,7 +8,7 @@ use tokio::sync::{Mutex, Notify};
 use crate::{
     broker::{self, Broker, Outgoing, PublishError},
     config::PublishStrategy,
-    idempotency::StoredResponse,
+    idempotency::{KeyLease, StoredResponse},
     metrics,
     store::{NewTask, Store, StoreError},
 };
@@ -60,20 +60,21 @@ impl Publisher {
         }
     }
 
-    /// Makes the task durable and on its way, and stores `response` under `key`.
+    /// Makes the task durable and on its way, and stores `response` under the held key.
     ///
     /// Outbox: one transaction (task, outbox row, key); the relay publishes later, so this
-    /// succeeds while the broker is away. Confirm and fire-and-forget: the task is written,
-    /// published in the request, and undone when the publish fails.
+    /// succeeds while the broker is away. Confirm and fire-and-forget: the task is written and
+    /// published in the request. On an error the caller undoes the submission
+    /// ([`Store::abandon_submission`]), which also covers a submission it gave up waiting for.
     pub async fn submit(
         &self,
         task: &NewTask,
-        key: &str,
+        lease: &KeyLease,
         response: &StoredResponse,
     ) -> Result<(), SubmitError> {
         if self.strategy == PublishStrategy::Outbox {
             self.store
-                .insert_task(task, true, Some((key, response)))
+                .insert_task(task, true, Some((lease, response)))
                 .await?;
             self.relay_wakeup.notify_one();
             return Ok(());
@@ -82,12 +83,10 @@ impl Publisher {
         match self.publish_direct(task).await {
             Ok(()) => {
                 metrics::published(self.label(), 1);
-                self.store.complete_key(key, response).await?;
-                Ok(())
+                Ok(self.store.complete_key(lease, response).await?)
             }
             Err(e) => {
                 metrics::publish_failed(self.label(), 1);
-                self.store.abandon_task(task.id, key).await?;
                 Err(e.into())
             }
         }

@@ -50,6 +50,9 @@ pub struct ApiState {
     pub allow: Arc<AllowList>,
     /// How long an in-flight Idempotency-Key is held before another request may take it over.
     pub key_lease: Duration,
+    /// How long a submission may run; shorter than `key_lease`, so that the request holding a
+    /// key gives up before another can take the key over.
+    pub submit_timeout: Duration,
 }
 
 /// The OpenAPI document and the `/api/v1` routes it describes.

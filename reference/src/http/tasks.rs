@@ -12,7 +12,7 @@ use super::{
 };
 use crate::{
     envelope::{json_response, ok, ApiError, Code, Envelope, ErrorEnvelope, FieldError},
-    idempotency::{fingerprint, Reservation, StoredResponse},
+    idempotency::{fingerprint, KeyLease, Reservation, StoredResponse},
     model::{Account, Task, TaskAccepted, TaskStatus},
     publisher::SubmitError,
     store::NewTask,
@@ -28,7 +28,7 @@ use crate::{
     responses(
         (status = 202, body = Envelope<TaskAccepted>, headers(("Location" = String), ("Idempotent-Replayed" = String))),
         (status = 400, body = ErrorEnvelope, description = "invalid body or missing Idempotency-Key"),
-        (status = 409, body = ErrorEnvelope, description = "the first request with this key is still in flight"),
+        (status = 409, body = ErrorEnvelope, description = "the first request with this key is still in flight, or took so long that another request took the key over"),
         (status = 422, body = ErrorEnvelope, description = "the key was used with another body"),
         (status = 503, body = ErrorEnvelope, description = "store or (confirm modes) broker unavailable")),
     security(("bearer" = [])))]
@@ -41,8 +41,8 @@ pub async fn create(
     // Fingerprinted before validation consumes the body, so the body is never copied.
     let fingerprint = fingerprint(&body);
     let task = from_json::<CreateTaskRequest>(body, "")?.validate_input(&s.allow)?;
-    match s.store.reserve_key(&key, &fingerprint, s.key_lease).await? {
-        Reservation::Reserved => {}
+    let lease = match s.store.reserve_key(&key, &fingerprint, s.key_lease).await? {
+        Reservation::Reserved(lease) => lease,
         Reservation::Replay(stored) => return Ok(respond(&stored, true)),
         Reservation::Mismatch => {
             return Err(ApiError::new(
@@ -56,21 +56,45 @@ pub async fn create(
                 "a request with this Idempotency-Key is still being processed",
             ))
         }
-    }
+    };
     // Run the submission in its own task: a client that disconnects or a server timeout must
     // not leave the reserved key half-done.
-    let stored = tokio::spawn(accept(s, task, key))
+    let stored = tokio::spawn(accept(s, task, lease))
         .await
         .map_err(ApiError::internal)??;
     Ok(respond(&stored, false))
 }
 
-async fn accept(s: ApiState, task: ValidTask, key: String) -> Result<StoredResponse, ApiError> {
+/// Submits under the held key, within `submit_timeout` (shorter than the key's lease, so this
+/// request gives up before another may take the key over); undoes what did not complete.
+async fn accept(s: ApiState, task: ValidTask, lease: KeyLease) -> Result<StoredResponse, ApiError> {
     let new = NewTask {
         id: uuid::Uuid::now_v7(),
         spec: task.spec,
         callback_url: task.callback_url,
     };
+    let stored = accepted_response(&new);
+    let submitted =
+        tokio::time::timeout(s.submit_timeout, s.publisher.submit(&new, &lease, &stored)).await;
+    let error = match submitted {
+        Ok(Ok(())) => return Ok(stored),
+        Ok(Err(SubmitError::Store(e))) => e.into(),
+        Ok(Err(SubmitError::Publish(e))) => {
+            ApiError::unavailable(format!("broker unavailable: {e}"))
+        }
+        Err(_) => ApiError::unavailable(format!(
+            "the submission did not finish within {:?}; retry with the same Idempotency-Key",
+            s.submit_timeout
+        )),
+    };
+    if let Err(e) = s.store.abandon_submission(&lease, new.id).await {
+        tracing::warn!(error = %e, "could not undo an unfinished submission; its key expires with its lease");
+    }
+    Err(error)
+}
+
+/// The 202 that the key stores and replays.
+fn accepted_response(new: &NewTask) -> StoredResponse {
     let accepted = TaskAccepted {
         task_id: new.id,
         status: TaskStatus::Pending,
@@ -80,24 +104,10 @@ async fn accept(s: ApiState, task: ValidTask, key: String) -> Result<StoredRespo
         ..Envelope::ok(accepted)
     }
     .to_bytes();
-    let stored = StoredResponse {
+    StoredResponse {
         status: StatusCode::ACCEPTED.as_u16(),
         body: body.to_vec(),
         location: Some(format!("/api/v1/tasks/{}", new.id)),
-    };
-    match s.publisher.submit(&new, &key, &stored).await {
-        Ok(()) => Ok(stored),
-        Err(e) => {
-            if let Err(release) = s.store.release_key(&key).await {
-                tracing::warn!(error = %release, "could not release idempotency key; it expires with its lease");
-            }
-            Err(match e {
-                SubmitError::Store(e) => e.into(),
-                SubmitError::Publish(e) => {
-                    ApiError::unavailable(format!("broker unavailable: {e}"))
-                }
-            })
-        }
     }
 }
 

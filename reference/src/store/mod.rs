@@ -26,6 +26,10 @@ pub enum StoreError {
     Duplicate,
     #[error("database error: {0}")]
     Db(sqlx::Error),
+    /// The idempotency key's reservation was taken over by another request after its lease
+    /// expired; this request's work under the key must not count.
+    #[error("the Idempotency-Key reservation was taken over by another request")]
+    LeaseLost,
     /// A row holds something this version cannot read.
     #[error("corrupt row: {0}")]
     Corrupt(String),

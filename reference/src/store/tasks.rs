@@ -6,7 +6,7 @@ use sqlx::{any::AnyRow, Row};
 
 use super::{deliveries, opt_text, text, Store, StoreError, Tx};
 use crate::{
-    idempotency::{Reservation, StoredResponse},
+    idempotency::{KeyLease, Reservation, StoredResponse},
     message::TaskMessage,
     model::{now_ms, rfc3339, Account, CreditPayload, Task, TaskSpec, TaskStatus},
 };
@@ -95,6 +95,13 @@ fn task_from_row(row: &AnyRow) -> Result<Task, StoreError> {
     })
 }
 
+fn key_lease(key: &str, token: i64) -> KeyLease {
+    KeyLease {
+        key: key.to_string(),
+        token,
+    }
+}
+
 fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -121,7 +128,7 @@ impl Store {
             .execute(&self.pool)
             .await;
             match inserted {
-                Ok(_) => return Ok(Reservation::Reserved),
+                Ok(_) => return Ok(Reservation::Reserved(key_lease(key, now))),
                 Err(e) => match StoreError::from(e) {
                     StoreError::Duplicate => {}
                     other => return Err(other),
@@ -168,47 +175,56 @@ impl Store {
         }
         let locked_at: i64 = row.try_get("locked_at")?;
         if locked_at < stale_before {
+            // `locked_at` is the fencing token: it must change even if the clock did not move,
+            // or the holder we replace could still complete the key.
+            let token = now_ms().max(locked_at + 1);
             let taken = sqlx::query(
                 "UPDATE idempotency_keys SET locked_at = ? WHERE idem_key = ? AND state = 'in_flight' AND locked_at = ?",
             )
-            .bind(now_ms())
+            .bind(token)
             .bind(key)
             .bind(locked_at)
             .execute(&self.pool)
             .await?;
             if taken.rows_affected() == 1 {
-                return Ok(Some(Reservation::Reserved));
+                return Ok(Some(Reservation::Reserved(key_lease(key, token))));
             }
         }
         Ok(Some(Reservation::InFlight))
     }
 
+    /// Stores the response under a key this request still holds; [`StoreError::LeaseLost`] when
+    /// another request took it over, so that the caller's transaction rolls back.
     async fn complete_key_in(
         tx: &mut Tx,
-        key: &str,
+        lease: &KeyLease,
         response: &StoredResponse,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        let completed = sqlx::query(
             "UPDATE idempotency_keys SET state = 'completed', response_status = ?, response_body = ?, location = ? \
-             WHERE idem_key = ?",
+             WHERE idem_key = ? AND state = 'in_flight' AND locked_at = ?",
         )
         .bind(i64::from(response.status))
         .bind(String::from_utf8_lossy(&response.body).into_owned())
         .bind(response.location.clone())
-        .bind(key)
+        .bind(&lease.key)
+        .bind(lease.token)
         .execute(&mut **tx)
         .await?;
-        Ok(())
+        match completed.rows_affected() {
+            1 => Ok(()),
+            _ => Err(StoreError::LeaseLost),
+        }
     }
 
     /// Stores the response of a reserved key.
     pub async fn complete_key(
         &self,
-        key: &str,
+        lease: &KeyLease,
         response: &StoredResponse,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        Self::complete_key_in(&mut tx, key, response).await?;
+        Self::complete_key_in(&mut tx, lease, response).await?;
         Ok(tx.commit().await?)
     }
 
@@ -222,12 +238,13 @@ impl Store {
     }
 
     /// Writes a PENDING task; with `outbox`, also its outbox row; with `completion`, also the
-    /// idempotency key's response. All in one transaction.
+    /// idempotency key's response. All in one transaction: a key lost to another request
+    /// writes nothing, so nothing is published.
     pub async fn insert_task(
         &self,
         task: &NewTask,
         outbox: bool,
-        completion: Option<(&str, &StoredResponse)>,
+        completion: Option<(&KeyLease, &StoredResponse)>,
     ) -> Result<(), StoreError> {
         let now = now_ms();
         let mut tx = self.begin().await?;
@@ -254,33 +271,43 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        if let Some((key, response)) = completion {
-            Self::complete_key_in(&mut tx, key, response).await?;
+        if let Some((lease, response)) = completion {
+            Self::complete_key_in(&mut tx, lease, response).await?;
         }
         Ok(tx.commit().await?)
     }
 
-    /// Undoes a task whose publish failed, and frees its key for a retry.
-    pub async fn abandon_task(&self, task_id: uuid::Uuid, key: &str) -> Result<(), StoreError> {
+    /// Undoes a submission that did not complete: frees the key if this request still holds it,
+    /// and deletes the task unless the key completed with it (a commit that landed as the
+    /// request gave up). A task written under a key another request took over goes too.
+    pub async fn abandon_submission(
+        &self,
+        lease: &KeyLease,
+        task_id: uuid::Uuid,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        sqlx::query("DELETE FROM tasks WHERE id = ?")
-            .bind(task_id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM idempotency_keys WHERE idem_key = ? AND state = 'in_flight'")
-            .bind(key)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE idem_key = ? AND state = 'in_flight' AND locked_at = ?",
+        )
+        .bind(&lease.key)
+        .bind(lease.token)
+        .execute(&mut *tx)
+        .await?;
+        let completed_by_us = sqlx::query(
+            "SELECT 1 AS one FROM idempotency_keys WHERE idem_key = ? AND state = 'completed' AND locked_at = ?",
+        )
+        .bind(&lease.key)
+        .bind(lease.token)
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some();
+        if !completed_by_us {
+            sqlx::query("DELETE FROM tasks WHERE id = ?")
+                .bind(task_id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
         Ok(tx.commit().await?)
-    }
-
-    /// Frees a reserved key whose request failed before writing anything.
-    pub async fn release_key(&self, key: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM idempotency_keys WHERE idem_key = ? AND state = 'in_flight'")
-            .bind(key)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
     }
 
     pub async fn get_task(&self, id: uuid::Uuid) -> Result<Option<Task>, StoreError> {
@@ -482,5 +509,105 @@ impl Store {
         deliveries::insert_for(&mut tx, self.dialect, &task, now).await?;
         tx.commit().await?;
         Ok(FinishOutcome::Done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store on a SQLite file of its own; the directory lives as long as the store is used.
+    async fn store() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        (
+            Store::connect(&url, Duration::from_secs(5)).await.unwrap(),
+            dir,
+        )
+    }
+
+    fn task() -> NewTask {
+        NewTask {
+            id: uuid::Uuid::now_v7(),
+            spec: TaskSpec::Echo(serde_json::json!({"n": 1})),
+            callback_url: None,
+        }
+    }
+
+    fn response(task: &NewTask) -> StoredResponse {
+        StoredResponse {
+            status: 202,
+            body: task.id.to_string().into_bytes(),
+            location: None,
+        }
+    }
+
+    async fn reserve(store: &Store, lease: Duration) -> Reservation {
+        store.reserve_key("k", "fp", lease).await.unwrap()
+    }
+
+    /// Request A holds the key; its lease expires and request B takes the key over.
+    async fn taken_over(store: &Store) -> (KeyLease, KeyLease) {
+        let Reservation::Reserved(a) = reserve(store, Duration::ZERO).await else {
+            panic!("a fresh key is reserved")
+        };
+        // A zero lease is stale once the clock has moved on by a millisecond.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let Reservation::Reserved(b) = reserve(store, Duration::ZERO).await else {
+            panic!("a stale reservation is taken over")
+        };
+        assert_ne!(a.token, b.token);
+        (a, b)
+    }
+
+    #[tokio::test]
+    async fn a_request_whose_key_was_taken_over_writes_nothing() {
+        let (store, _dir) = store().await;
+        let (a, b) = taken_over(&store).await;
+        let (t1, t2) = (task(), task());
+        store
+            .insert_task(&t2, true, Some((&b, &response(&t2))))
+            .await
+            .unwrap();
+        let late = store
+            .insert_task(&t1, true, Some((&a, &response(&t1))))
+            .await;
+        assert!(matches!(late, Err(StoreError::LeaseLost)), "{late:?}");
+        assert!(store.get_task(t1.id).await.unwrap().is_none());
+        assert_eq!(
+            store.outbox_backlog().await.unwrap(),
+            1,
+            "only B's task is published"
+        );
+        assert_eq!(
+            reserve(&store, Duration::from_secs(60)).await,
+            Reservation::Replay(response(&t2)),
+            "the key keeps B's response"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_superseded_request_cannot_release_the_new_holder_s_key() {
+        let (store, _dir) = store().await;
+        let (a, b) = taken_over(&store).await;
+        let (t1, t2) = (task(), task());
+        store.insert_task(&t1, false, None).await.unwrap();
+        store.insert_task(&t2, false, None).await.unwrap();
+        store.abandon_submission(&a, t1.id).await.unwrap();
+        assert!(
+            store.get_task(t1.id).await.unwrap().is_none(),
+            "A's task is undone"
+        );
+        assert_eq!(
+            reserve(&store, Duration::from_secs(60)).await,
+            Reservation::InFlight,
+            "B still holds the key"
+        );
+        store.complete_key(&b, &response(&t2)).await.unwrap();
+        store.abandon_submission(&b, t2.id).await.unwrap();
+        assert!(
+            store.get_task(t2.id).await.unwrap().is_some(),
+            "a submission whose key completed is kept"
+        );
     }
 }
