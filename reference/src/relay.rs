@@ -18,7 +18,9 @@ use crate::{
 const BATCH: u32 = 100;
 /// A relay that dies holding rows releases them after this long.
 const LEASE: Duration = Duration::from_secs(30);
-const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a whole batch may take to be sent and confirmed; a third of the lease, so the
+/// batch is settled long before another relay could take its rows over.
+const BATCH_DEADLINE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 enum RelayError {
@@ -43,7 +45,7 @@ impl Relay {
     pub async fn run(self, cancel: CancellationToken) {
         let mut delays = Reconnect::default();
         while let Some(conn) = self.broker.connected(&cancel).await {
-            match self.relay_on(&conn, &cancel).await {
+            match self.relay_on(&conn, &cancel, &mut delays).await {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox relay interrupted");
@@ -61,52 +63,87 @@ impl Relay {
         &self,
         conn: &Connection,
         cancel: &CancellationToken,
+        delays: &mut Reconnect,
     ) -> Result<(), RelayError> {
-        with_channel(conn, async |ch| loop {
-            if self.publish_batch(ch).await? == 0 {
+        with_channel(conn, async |ch| {
+            while !cancel.is_cancelled() {
+                let published = self.publish_batch(ch, cancel).await?;
+                if published > 0 {
+                    // The broker works again: the next outage starts with short delays.
+                    delays.reset();
+                    continue;
+                }
                 tokio::select! {
-                    _ = cancel.cancelled() => return Ok(()),
+                    _ = cancel.cancelled() => {}
                     _ = self.wakeup.notified() => {}
                     _ = tokio::time::sleep(self.poll_interval) => {}
                 }
             }
+            Ok(())
         })
         .await
     }
 
     /// Publishes one leased batch; returns how many rows the broker confirmed.
-    async fn publish_batch(&self, ch: &Channel) -> Result<usize, RelayError> {
-        let rows = self.store.claim_outbox(BATCH, LEASE).await?;
-        if rows.is_empty() {
+    ///
+    /// The batch has one deadline, well inside its lease, so that no other relay takes the rows
+    /// over while this one still waits; and stops waiting at `cancel`, giving back the rows not
+    /// yet confirmed so that the shutdown drain can publish them.
+    async fn publish_batch(
+        &self,
+        ch: &Channel,
+        cancel: &CancellationToken,
+    ) -> Result<usize, RelayError> {
+        let claim = self.store.claim_outbox(BATCH, LEASE).await?;
+        if claim.rows.is_empty() {
             return Ok(0);
         }
-        let exchange = self.broker.topology().names.task_exchange();
-        // Send the whole batch, then collect the confirms: one round trip, not one per row.
-        let mut sent = Vec::with_capacity(rows.len());
-        for row in &rows {
-            sent.push((row.id, broker::send(ch, &outgoing(&exchange, row)).await));
+        let mut confirmed = Vec::with_capacity(claim.rows.len());
+        let batch = tokio::time::timeout(
+            BATCH_DEADLINE,
+            self.send_and_confirm(ch, &claim.rows, &mut confirmed),
+        );
+        tokio::select! {
+            biased;
+            _ = batch => {}
+            _ = cancel.cancelled() => {}
         }
-        let (mut ok, mut failed) = (Vec::new(), Vec::new());
-        for (id, confirm) in sent {
-            let result = match confirm {
-                Ok(c) => broker::confirmed(c, CONFIRM_TIMEOUT).await,
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(()) => ok.push(id),
-                Err(e) => {
-                    tracing::debug!(outbox_id = id, error = %e, "outbox row not confirmed");
-                    failed.push(id);
-                }
+        let unconfirmed: Vec<i64> = claim
+            .rows
+            .iter()
+            .map(|r| r.id)
+            .filter(|id| !confirmed.contains(id))
+            .collect();
+        self.store
+            .settle_outbox(&claim.owner, &confirmed, &unconfirmed)
+            .await?;
+        metrics::published("outbox", confirmed.len() as u64);
+        if unconfirmed.is_empty() || cancel.is_cancelled() {
+            return Ok(confirmed.len());
+        }
+        metrics::publish_failed("outbox", unconfirmed.len() as u64);
+        Err(RelayError::Unconfirmed(unconfirmed.len()))
+    }
+
+    /// Sends the rows, then collects their confirms (one round trip, not one per row), adding
+    /// the confirmed ids to `confirmed` as they come so that a caller that stops waiting keeps
+    /// what was confirmed so far.
+    async fn send_and_confirm(&self, ch: &Channel, rows: &[OutboxRow], confirmed: &mut Vec<i64>) {
+        let exchange = self.broker.topology().names.task_exchange();
+        let mut sent = Vec::with_capacity(rows.len());
+        for row in rows {
+            match broker::send(ch, &outgoing(&exchange, row)).await {
+                Ok(confirm) => sent.push((row.id, confirm)),
+                Err(e) => tracing::debug!(outbox_id = row.id, error = %e, "outbox row not sent"),
             }
         }
-        self.store.settle_outbox(&ok, &failed).await?;
-        metrics::published("outbox", ok.len() as u64);
-        if !failed.is_empty() {
-            metrics::publish_failed("outbox", failed.len() as u64);
-            return Err(RelayError::Unconfirmed(failed.len()));
+        for (id, confirm) in sent {
+            // The caller's deadline bounds the batch; this one only satisfies the signature.
+            match broker::confirmed(confirm, BATCH_DEADLINE).await {
+                Ok(()) => confirmed.push(id),
+                Err(e) => tracing::debug!(outbox_id = id, error = %e, "outbox row not confirmed"),
+            }
         }
-        Ok(ok.len())
     }
 
     /// Shutdown: publish what is left while the broker is up and time remains.
@@ -114,8 +151,10 @@ impl Relay {
         let Some(conn) = self.broker.current() else {
             return;
         };
+        // Nothing cancels the drain itself but its timeout.
+        let never = CancellationToken::new();
         let drain = with_channel(&conn, async |ch| {
-            while self.publish_batch(ch).await? > 0 {}
+            while self.publish_batch(ch, &never).await? > 0 {}
             Ok(())
         });
         let drained = tokio::time::timeout(self.shutdown_timeout, drain).await;

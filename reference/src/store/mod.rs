@@ -13,7 +13,7 @@ use std::time::Duration;
 use sqlx::{any::AnyPoolOptions, AnyPool, Executor};
 
 pub use deliveries::{DeliveryRow, NewDelivery};
-pub use tasks::{Finish, FinishOutcome, NewTask, OutboxRow, StartOutcome};
+pub use tasks::{Finish, FinishOutcome, NewTask, OutboxClaim, OutboxRow, StartOutcome};
 
 /// A store failure, classified so callers know whether to retry.
 #[derive(Debug, thiserror::Error)]

@@ -37,6 +37,13 @@ pub struct OutboxRow {
     pub body: Vec<u8>,
 }
 
+/// Outbox rows leased to one relay, and the lease's owner id that fences their settlement.
+#[derive(Debug, Clone)]
+pub struct OutboxClaim {
+    pub owner: String,
+    pub rows: Vec<OutboxRow>,
+}
+
 /// What starting an attempt found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartOutcome {
@@ -341,7 +348,7 @@ impl Store {
         &self,
         limit: u32,
         lease: Duration,
-    ) -> Result<Vec<OutboxRow>, StoreError> {
+    ) -> Result<OutboxClaim, StoreError> {
         let now = now_ms();
         let ids: Vec<i64> =
             sqlx::query("SELECT id FROM outbox WHERE lease_until < ? ORDER BY id LIMIT ?")
@@ -352,10 +359,13 @@ impl Store {
                 .iter()
                 .map(|r| r.try_get("id"))
                 .collect::<Result<_, _>>()?;
-        let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
-            return Ok(Vec::new());
-        };
         let owner = uuid::Uuid::new_v4().to_string();
+        let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
+            return Ok(OutboxClaim {
+                owner,
+                rows: Vec::new(),
+            });
+        };
         let mut tx = self.begin().await?;
         sqlx::query("UPDATE outbox SET lease_owner = ?, lease_until = ? WHERE id >= ? AND id <= ? AND lease_until < ?")
             .bind(&owner)
@@ -372,7 +382,8 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        rows.iter()
+        let rows = rows
+            .iter()
             .map(|r| {
                 let body = text(r, "body")?;
                 Ok(OutboxRow {
@@ -382,27 +393,35 @@ impl Store {
                     body: body.into_bytes(),
                 })
             })
-            .collect()
+            .collect::<Result<_, StoreError>>()?;
+        Ok(OutboxClaim { owner, rows })
     }
 
-    /// Deletes published rows and returns the others to the pool at once.
+    /// Deletes published rows and returns the others to the pool at once. Only rows `owner`
+    /// still leases are touched: a relay whose lease expired must not settle rows that another
+    /// relay has since claimed and may still be publishing.
     pub async fn settle_outbox(
         &self,
+        owner: &str,
         published: &[i64],
         unpublished: &[i64],
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         for id in published {
-            sqlx::query("DELETE FROM outbox WHERE id = ?")
+            sqlx::query("DELETE FROM outbox WHERE id = ? AND lease_owner = ?")
                 .bind(id)
+                .bind(owner)
                 .execute(&mut *tx)
                 .await?;
         }
         for id in unpublished {
-            sqlx::query("UPDATE outbox SET lease_until = 0, lease_owner = NULL WHERE id = ?")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE outbox SET lease_until = 0, lease_owner = NULL WHERE id = ? AND lease_owner = ?",
+            )
+            .bind(id)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?;
         }
         Ok(tx.commit().await?)
     }
@@ -609,5 +628,34 @@ mod tests {
             store.get_task(t2.id).await.unwrap().is_some(),
             "a submission whose key completed is kept"
         );
+    }
+
+    #[tokio::test]
+    async fn a_relay_whose_lease_expired_cannot_settle_rows_another_relay_holds() {
+        let (store, _dir) = store().await;
+        store.insert_task(&task(), true, None).await.unwrap();
+        let late = store.claim_outbox(10, Duration::ZERO).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let current = store
+            .claim_outbox(10, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let ids: Vec<i64> = current.rows.iter().map(|r| r.id).collect();
+        assert_eq!(late.rows.iter().map(|r| r.id).collect::<Vec<_>>(), ids);
+
+        store.settle_outbox(&late.owner, &ids, &[]).await.unwrap();
+        store.settle_outbox(&late.owner, &[], &ids).await.unwrap();
+        assert_eq!(store.outbox_backlog().await.unwrap(), 1, "not deleted");
+        let again = store
+            .claim_outbox(10, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(again.rows.is_empty(), "not released from the current lease");
+
+        store
+            .settle_outbox(&current.owner, &ids, &[])
+            .await
+            .unwrap();
+        assert_eq!(store.outbox_backlog().await.unwrap(), 0);
     }
 }
