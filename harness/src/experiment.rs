@@ -183,11 +183,14 @@ pub async fn execute(
         settle_timeout: exp.settle_timeout,
     };
     let ops = history.ops();
-    let state = read.read(&ops).await;
+    let mut state = read.read(&ops).await;
+    if deployment.stop_processes().await {
+        read.reread_work_queues(&mut state).await;
+    }
+    deployment.teardown().await;
     history.flush()?;
     run.write_json("final.json", &state)?;
     let verdicts = checker::check_all(&exp.checkers(), &ops, &state);
-    deployment.stop().await;
 
     let parameters = BTreeMap::from([
         ("seed".to_string(), serde_json::json!(exp.seed)),

@@ -65,6 +65,8 @@ impl FinalRead<'_> {
                 state
                     .notes
                     .push(format!("broker unreachable for the final read: {e}"));
+                state.unread.queues = self.names.queues().into_iter().collect();
+                state.unread.dead_letters = true;
                 None
             }
         };
@@ -89,7 +91,10 @@ impl FinalRead<'_> {
                 Ok(b) => {
                     state.balances.insert(account, b);
                 }
-                Err(e) => state.notes.push(format!("balance of {account}: {e}")),
+                Err(e) => {
+                    state.notes.push(format!("balance of {account}: {e}"));
+                    state.unread.balances.insert(account);
+                }
             }
         }
         if let Some(conn) = conn {
@@ -98,14 +103,45 @@ impl FinalRead<'_> {
         state
     }
 
+    /// Reads the work queues again once the system's consumers are gone: a delivery held
+    /// unacknowledged (a lost ack) is invisible to the first read and ready again now.
+    pub async fn reread_work_queues(&self, state: &mut FinalState) {
+        let conn = match lapin::Connection::connect(self.amqp_url, Default::default()).await {
+            Ok(c) => c,
+            Err(e) => {
+                state.notes.push(format!("queues after stop: {e}"));
+                return;
+            }
+        };
+        for q in self.names.work_queues() {
+            match depth(&conn, &q).await {
+                Ok(n) => {
+                    let before = state.queues.insert(q.clone(), u64::from(n));
+                    if let Some(b) = before.filter(|b| *b < u64::from(n)) {
+                        state.notes.push(format!(
+                            "{q}: {n} messages once the consumers stopped, {b} before: \
+                             they were held unacknowledged"
+                        ));
+                    }
+                }
+                Err(e) => {
+                    state.notes.push(format!("queue {q} after stop: {e}"));
+                    state.unread.queues.insert(q);
+                }
+            }
+        }
+        let _ = conn.close(200, "final read done".into()).await;
+    }
+
     /// Polls until settled or the timeout; returns whether it settled.
     async fn settle(&self, history: &[Op], conn: Option<&lapin::Connection>) -> bool {
         let ids = accepted_ids(history);
+        let owes = crate::checker::owed_callbacks(&crate::checker::submissions(history));
         // An end is final, so each task is read until it has ended, not at every poll.
         let mut ended: BTreeMap<String, bool> = BTreeMap::new();
         let deadline = tokio::time::Instant::now() + self.settle_timeout;
         loop {
-            if self.is_settled(&ids, &mut ended, conn).await {
+            if self.is_settled(&ids, &owes, &mut ended, conn).await {
                 return true;
             }
             if tokio::time::Instant::now() >= deadline {
@@ -120,6 +156,7 @@ impl FinalRead<'_> {
     async fn is_settled(
         &self,
         ids: &BTreeSet<String>,
+        owes: &BTreeSet<String>,
         ended: &mut BTreeMap<String, bool>,
         conn: Option<&lapin::Connection>,
     ) -> bool {
@@ -129,7 +166,7 @@ impl FinalRead<'_> {
             }
             match self.client.task(id).await {
                 Ok(Some(t)) if t.is_terminal() => {
-                    ended.insert(id.clone(), t.callback_url.is_some() && self.sink.is_some());
+                    ended.insert(id.clone(), owes.contains(id) && self.sink.is_some());
                 }
                 _ => return false,
             }
@@ -147,7 +184,7 @@ impl FinalRead<'_> {
         match conn {
             Some(conn) => {
                 for q in self.names.work_queues() {
-                    if depth(conn, &q).await.unwrap_or(0) > 0 {
+                    if depth(conn, &q).await.map_or(true, |n| n > 0) {
                         return false;
                     }
                 }
@@ -163,12 +200,18 @@ impl FinalRead<'_> {
                 Ok(n) => {
                     state.queues.insert(q, u64::from(n));
                 }
-                Err(e) => state.notes.push(format!("queue {q}: {e}")),
+                Err(e) => {
+                    state.notes.push(format!("queue {q}: {e}"));
+                    state.unread.queues.insert(q);
+                }
             }
         }
         match drain(conn, &self.names.dead_letter_queue()).await {
             Ok(letters) => state.dead_letters = letters,
-            Err(e) => state.notes.push(format!("dead-letter queue: {e}")),
+            Err(e) => {
+                state.notes.push(format!("dead-letter queue: {e}"));
+                state.unread.dead_letters = true;
+            }
         }
     }
 
@@ -181,7 +224,10 @@ impl FinalRead<'_> {
                 Ok(None) => {
                     state.missing.insert(id.clone());
                 }
-                Err(e) => state.notes.push(format!("task {id}: {e}")),
+                Err(e) => {
+                    state.notes.push(format!("task {id}: {e}"));
+                    state.unread.tasks.insert(id.clone());
+                }
             }
         }
     }

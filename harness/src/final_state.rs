@@ -68,4 +68,26 @@ pub struct FinalState {
     pub settled: bool,
     /// What could not be read, and why.
     pub notes: Vec<String>,
+    /// What the final read asked for and got no answer to: a checker that needs it is
+    /// undecided, never misled into calling it lost or zero.
+    #[serde(default)]
+    pub unread: Unread,
+}
+
+/// Reads of the final-read phase that failed (a timeout, a 5xx, a broken broker channel).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Unread {
+    pub tasks: BTreeSet<String>,
+    pub balances: BTreeSet<String>,
+    pub queues: BTreeSet<String>,
+    pub dead_letters: bool,
+}
+
+impl Unread {
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+            && self.balances.is_empty()
+            && self.queues.is_empty()
+            && !self.dead_letters
+    }
 }

@@ -87,6 +87,15 @@ impl Verdict {
         self
     }
 
+    /// The checker could not decide: unknown, unless an anomaly already made it invalid (a
+    /// definite finding outweighs missing evidence elsewhere).
+    pub fn undecided(&mut self) -> &mut Self {
+        if self.validity == Validity::Valid {
+            self.validity = Validity::Unknown;
+        }
+        self
+    }
+
     /// Records one anomaly case; the verdict becomes invalid.
     pub fn anomaly(&mut self, kind: &str, example: serde_json::Value) -> &mut Self {
         self.validity = Validity::Invalid;

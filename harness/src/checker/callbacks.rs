@@ -1,4 +1,4 @@
-//! Callbacks: every ended task with a `callback_url` is called back at least once
+//! Callbacks: every ended task submitted with a `callback_url` is called back at least once
 //! (`missing_callback`), always under one event id (`multiple_event_ids`), with a valid
 //! signature (`bad_signature`), reporting the task's final status (`status_mismatch`).
 //! Extra deliveries of the same event are at-least-once and only counted.
@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use reports::Verdict;
 use serde_json::json;
 
-use super::Checker;
+use super::{owed_callbacks, submissions, Checker};
 use crate::{
     final_state::{CallbackRecord, FinalState},
     history::Op,
@@ -21,7 +21,7 @@ impl Checker for Callbacks {
         "callbacks"
     }
 
-    fn check(&self, _history: &[Op], state: &FinalState) -> Verdict {
+    fn check(&self, history: &[Op], state: &FinalState) -> Verdict {
         let mut v = Verdict::new(self.name());
         let mut by_task: BTreeMap<&str, Vec<&CallbackRecord>> = BTreeMap::new();
         for cb in &state.callbacks {
@@ -35,10 +35,11 @@ impl Checker for Callbacks {
                 by_task.entry(id).or_default().push(cb);
             }
         }
+        let asked = owed_callbacks(&submissions(history));
         let owed: Vec<(&String, &crate::final_state::TaskView)> = state
             .tasks
             .iter()
-            .filter(|(_, t)| t.callback_url.is_some() && t.is_terminal())
+            .filter(|(id, t)| asked.contains(*id) && t.is_terminal())
             .collect();
         for (id, task) in &owed {
             let Some(calls) = by_task.get(id.as_str()) else {
@@ -70,8 +71,10 @@ impl Checker for Callbacks {
         v.count("owed", owed.len() as u64)
             .count("callbacks", state.callbacks.len() as u64)
             .count("redundant_deliveries", redundant as u64);
-        if owed.is_empty() && state.callbacks.is_empty() {
-            v.validity = reports::Validity::Unknown;
+        let unread = asked.intersection(&state.unread.tasks).count();
+        v.count("unread", unread as u64);
+        if (owed.is_empty() && state.callbacks.is_empty()) || unread > 0 {
+            v.undecided();
         }
         v.summary(format!(
             "{} tasks owed a callback, {} callbacks received ({redundant} redundant); {} missing",
@@ -86,7 +89,7 @@ impl Checker for Callbacks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::final_state::TaskView;
+    use crate::{checker::fixtures::accepted, final_state::TaskView, history::History};
 
     fn cb(task: &str, event: &str, status: &str) -> CallbackRecord {
         CallbackRecord {
@@ -101,14 +104,14 @@ mod tests {
 
     fn state() -> FinalState {
         let mut s = FinalState::default();
-        for (id, status) in [("t1", "SUCCESS"), ("t2", "FAILED")] {
+        for (id, status) in [("t1", "SUCCESS"), ("t2", "FAILED"), ("t3", "SUCCESS")] {
             let t = TaskView {
                 status: status.into(),
                 attempts: 1,
                 kind: "echo".into(),
                 payload: json!(null),
                 error: None,
-                callback_url: Some("http://127.0.0.1/hook".into()),
+                callback_url: None,
             };
             s.tasks.insert(id.into(), t);
         }
@@ -120,9 +123,21 @@ mod tests {
         s
     }
 
+    /// t1 and t2 were submitted with a callback URL; t3 without.
+    fn history() -> Vec<Op> {
+        let h = History::new();
+        for id in ["t1", "t2"] {
+            let body =
+                json!({"type": "echo", "callback_url": format!("http://127.0.0.1/hook/{id}")});
+            accepted(&h, 0, id, body, id, false);
+        }
+        accepted(&h, 0, "t3", json!({"type": "echo"}), "t3", false);
+        h.ops()
+    }
+
     #[test]
     fn at_least_once_under_one_event_id_is_valid() {
-        let v = Callbacks.check(&[], &state());
+        let v = Callbacks.check(&history(), &state());
         assert_eq!(v.validity, reports::Validity::Valid, "{v:?}");
         assert_eq!(v.counts["redundant_deliveries"], 1);
     }
@@ -135,10 +150,20 @@ mod tests {
         let mut forged = cb("t1", "e1", "FAILED");
         forged.signature_valid = false;
         s.callbacks.push(forged);
-        let v = Callbacks.check(&[], &s);
+        let v = Callbacks.check(&history(), &s);
         assert_eq!(v.anomaly_count("missing_callback"), 1, "{v:?}");
         assert_eq!(v.anomaly_count("multiple_event_ids"), 1, "{v:?}");
         assert_eq!(v.anomaly_count("bad_signature"), 1, "{v:?}");
         assert_eq!(v.anomaly_count("status_mismatch"), 1, "{v:?}");
+    }
+
+    #[test]
+    fn a_task_whose_read_failed_leaves_the_verdict_undecided() {
+        let mut s = state();
+        s.tasks.remove("t2");
+        s.unread.tasks.insert("t2".into());
+        s.callbacks.retain(|c| c.task_id.as_deref() != Some("t2"));
+        let v = Callbacks.check(&history(), &s);
+        assert_eq!(v.validity, reports::Validity::Unknown, "{v:?}");
     }
 }

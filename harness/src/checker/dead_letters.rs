@@ -1,7 +1,8 @@
 //! Dead-letter accounting: every FAILED task is in the dead-letter queue (`missing`), and every
 //! dead letter is a FAILED task (`stray` when its task ended otherwise, `unknown` when no task
 //! of the run has its id). Copies of one task are counted, not faulted: dead-lettering is
-//! at-least-once.
+//! at-least-once. When the dead-letter queue or a task could not be read, what depends on it
+//! is undecided rather than judged.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -32,7 +33,7 @@ impl Checker for DeadLetters {
             .filter(|(_, t)| t.status == "FAILED")
             .map(|(id, _)| id)
             .collect();
-        for id in &failed {
+        for id in failed.iter().filter(|_| !state.unread.dead_letters) {
             if !copies.contains_key(*id) {
                 v.anomaly("missing", json!({"task_id": id}));
             }
@@ -43,12 +44,20 @@ impl Checker for DeadLetters {
                     v.anomaly("stray", json!({"task_id": id, "status": t.status}));
                 }
                 Some(_) => {}
+                None if state.unread.tasks.contains(id) => {}
                 None => {
                     v.anomaly("unknown", json!({"message_id": id}));
                 }
             }
         }
         let extra: u64 = copies.values().map(|n| n - 1).sum();
+        let unread_letters = copies
+            .keys()
+            .filter(|id| state.unread.tasks.contains(*id))
+            .count();
+        if state.unread.dead_letters || unread_letters > 0 {
+            v.undecided();
+        }
         v.count("failed_tasks", failed.len() as u64)
             .count("dead_letters", state.dead_letters.len() as u64)
             .count("extra_copies", extra);
@@ -119,6 +128,19 @@ mod tests {
                 v.anomaly_count("unknown")
             ),
             (1, 1, 1),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_dead_letter_queue_decides_nothing_about_missing_letters() {
+        let mut s = state();
+        s.dead_letters.clear();
+        s.unread.dead_letters = true;
+        let v = DeadLetters.check(&[], &s);
+        assert_eq!(
+            (v.validity, v.anomaly_count("missing")),
+            (reports::Validity::Unknown, 0),
             "{v:?}"
         );
     }

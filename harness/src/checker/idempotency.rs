@@ -39,7 +39,7 @@ impl Checker for Idempotency {
             .count("conflicts_409", conflicts)
             .count("rejections_422", rejections);
         if subs.is_empty() {
-            v.validity = reports::Validity::Unknown;
+            v.undecided();
         }
         let bad: u64 = v.anomalies.iter().map(|a| a.count).sum();
         v.summary(format!("{} keys, {replays} replays, {conflicts} conflicts, {rejections} rejections, {bad} violations", subs.len()));

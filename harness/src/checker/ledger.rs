@@ -2,13 +2,15 @@
 //!
 //! - **ok**: accepted (202) and its task ended (SUCCESS or FAILED);
 //! - **lost**: accepted, but its task is unknown or never ended;
-//! - **recovered**: never accepted (its submissions failed or timed out), yet its task exists
-//!   and ended (seen through a callback carrying the key);
+//! - **recovered**: never accepted, its outcome unknown (a submission timed out), yet its task
+//!   exists and ended (seen through a callback carrying the key);
+//! - **failed_but_ran**: every submission was definitely refused, yet a task ran for the key;
 //! - **duplicated**: one key became more than one task;
 //! - **unexpected**: a task the system ran (dead-lettered or called back) that no submission
 //!   can account for.
 //!
-//! Valid when nothing is lost, duplicated or unexpected.
+//! Valid when nothing is lost, duplicated, unexpected or run after a refusal. An accepted task
+//! the final read could not read is `unread` and leaves the verdict undecided.
 
 use std::collections::BTreeSet;
 
@@ -32,7 +34,8 @@ impl Checker for TaskLedger {
         let mut v = Verdict::new(self.name());
         let subs = submissions(history);
         let by_key = tasks_by_key(&subs, state);
-        let (mut ok, mut lost, mut recovered, mut failed_keys) = (0u64, 0u64, 0u64, 0u64);
+        let (mut ok, mut lost, mut recovered, mut failed_keys, mut unread) =
+            (0u64, 0u64, 0u64, 0u64, 0u64);
         for (key, list) in &subs {
             let accepted = list.iter().any(|s| s.outcome == OpType::Ok);
             let ids = by_key.get(key).cloned().unwrap_or_default();
@@ -42,8 +45,12 @@ impl Checker for TaskLedger {
             let ended = ids
                 .iter()
                 .any(|id| state.tasks.get(id).is_some_and(|t| t.is_terminal()));
+            let maybe = list.iter().any(|s| s.outcome == OpType::Info);
             match (accepted, ended) {
                 (true, true) => ok += 1,
+                (true, false) if ids.iter().any(|id| state.unread.tasks.contains(id)) => {
+                    unread += 1;
+                }
                 (true, false) => {
                     lost += 1;
                     let id = ids.iter().next().cloned();
@@ -54,7 +61,10 @@ impl Checker for TaskLedger {
                     let status = seen.unwrap_or_else(|| "MISSING".to_string());
                     v.anomaly("lost", json!({"key": key, "task_id": id, "status": status}));
                 }
-                (false, true) => recovered += 1,
+                (false, true) if maybe => recovered += 1,
+                (false, true) => {
+                    v.anomaly("failed_but_ran", json!({"key": key, "task_ids": ids}));
+                }
                 (false, false) => failed_keys += 1,
             }
         }
@@ -68,6 +78,7 @@ impl Checker for TaskLedger {
             .count("ok", ok)
             .count("lost", lost)
             .count("recovered", recovered)
+            .count("unread", unread)
             .count("never_accepted", failed_keys)
             .count("duplicated", duplicated)
             .count("unexpected", unexpected);
@@ -77,8 +88,8 @@ impl Checker for TaskLedger {
             ok as f64 / attempted as f64
         };
         v.measure("ok_fraction", fraction);
-        if attempted == 0 {
-            v.validity = reports::Validity::Unknown;
+        if attempted == 0 || unread > 0 {
+            v.undecided();
         }
         v.summary(format!(
             "{attempted} submitted: {ok} ok, {lost} lost, {recovered} recovered, {duplicated} duplicated, {unexpected} unexpected"
@@ -145,7 +156,7 @@ mod tests {
             "k3",
             json!({"type": "echo"}),
             OpType::Fail,
-            json!({"status": 503}),
+            json!({"status": 400}),
         );
         (h, s)
     }
@@ -208,17 +219,40 @@ mod tests {
             json!({"error": "timeout"}),
         );
         s.tasks.insert("t5".into(), task("SUCCESS"));
-        s.callbacks.push(CallbackRecord {
-            key: Some("k5".into()),
-            event_id: Some("e5".into()),
-            task_id: Some("t5".into()),
-            status: Some("SUCCESS".into()),
-            signature_valid: true,
-            time_ns: 0,
-        });
+        s.callbacks.push(called_back("k5", "t5"));
         let v = TaskLedger.check(&h.ops(), &s);
         assert_eq!(v.validity, reports::Validity::Valid, "{v:?}");
         assert_eq!(v.counts["recovered"], 1);
+    }
+
+    fn called_back(key: &str, task: &str) -> CallbackRecord {
+        CallbackRecord {
+            key: Some(key.into()),
+            event_id: Some(format!("e-{task}")),
+            task_id: Some(task.into()),
+            status: Some("SUCCESS".into()),
+            signature_valid: true,
+            time_ns: 0,
+        }
+    }
+
+    #[test]
+    fn a_task_run_for_a_definitely_refused_key_is_an_anomaly() {
+        let (h, mut s) = clean();
+        s.tasks.insert("t3".into(), task("SUCCESS"));
+        s.callbacks.push(called_back("k3", "t3"));
+        let v = TaskLedger.check(&h.ops(), &s);
+        assert_eq!(v.anomaly_count("failed_but_ran"), 1, "{v:?}");
+    }
+
+    #[test]
+    fn an_accepted_task_the_final_read_could_not_read_is_undecided_not_lost() {
+        let (h, mut s) = clean();
+        s.tasks.remove("t2");
+        s.unread.tasks.insert("t2".into());
+        let v = TaskLedger.check(&h.ops(), &s);
+        assert_eq!(v.validity, reports::Validity::Unknown, "{v:?}");
+        assert_eq!((v.counts["unread"], v.counts["lost"]), (1, 0));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //!
 //! Conventions of the `submit` operation they rely on (the client writes them):
 //! invocation value `{key, body}`; completion value `{status, code, task_id?, body_sha256,
-//! replayed}`; `ok` only for 202, `fail` for definite refusals, `info` for unknown outcomes.
+//! replayed}`; `ok` for 2xx, `fail` for definite refusals (4xx, a refused connection), `info`
+//! for unknown outcomes (5xx, timeouts, broken connections).
 
 mod bank;
 mod callbacks;
@@ -114,6 +115,19 @@ pub(crate) fn tasks_by_key(
         }
     }
     map
+}
+
+/// Task ids whose accepted submission asked for a callback. Taken from what the workload sent,
+/// not from the task view, which the contract does not oblige to show `callback_url`.
+pub(crate) fn owed_callbacks(
+    subs: &BTreeMap<String, Vec<Submission>>,
+) -> std::collections::BTreeSet<String> {
+    subs.values()
+        .flatten()
+        .filter(|s| s.outcome == OpType::Ok)
+        .filter(|s| s.body.get("callback_url").is_some_and(|u| !u.is_null()))
+        .filter_map(|s| s.task_id.clone())
+        .collect()
 }
 
 /// JSON text of a value with object keys sorted, for comparing bodies whatever their order.

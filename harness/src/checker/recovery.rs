@@ -1,17 +1,22 @@
 //! Time to recover after a fault heals: from the start of each heal (`stop-fault` invoked by
 //! the nemesis; restarting a process is part of recovering) to the first operation invoked
 //! after it that succeeds. Invalid when that exceeds the limit (`slow_recovery`), or when
-//! operations ran after a heal and none succeeded (`not_recovered`). A heal after which no
-//! operation ran at all is unobserved: the verdict is then undecided rather than valid.
+//! operations ran after a heal and none succeeded (`not_recovered`). A heal's window ends where
+//! the next fault starts: a window closed by another fault before anything succeeded is
+//! `interrupted` (counted, not judged). A heal after which no operation ran at all is
+//! unobserved: the verdict is then undecided rather than valid.
 //!
 //! Accepting work is not doing it (an outbox API accepts while the broker is away), so when
-//! callbacks were received the checker also measures from each heal to the first task that
-//! completes after it (`max_completion_recovery_ms`), held to the same limit.
+//! callbacks were received the checker also measures from each heal to the first new event
+//! (first delivery, valid signature) after it (`max_completion_recovery_ms`), held to the same
+//! limit; a heal after which work was accepted but no new event ever came is `not_completed`.
 
-use reports::{Validity, Verdict};
+use std::collections::BTreeSet;
+
+use reports::Verdict;
 use serde_json::json;
 
-use super::Checker;
+use super::{submissions, Checker};
 use crate::{
     final_state::FinalState,
     history::{f, pairs, Op, OpType, NEMESIS},
@@ -23,6 +28,46 @@ pub struct Recovery {
     pub limit_ms: f64,
 }
 
+/// A heal and the end of its window: the next fault's start, or the end of the history.
+struct Window<'a> {
+    heal: &'a Op,
+    end_ns: u64,
+}
+
+impl Window<'_> {
+    fn contains(&self, t: u64) -> bool {
+        t >= self.heal.time_ns && t < self.end_ns
+    }
+
+    fn ms_to(&self, t: u64) -> f64 {
+        (t - self.heal.time_ns) as f64 / 1e6
+    }
+
+    fn example(&self, ms: f64, limit_ms: f64) -> serde_json::Value {
+        json!({"healed_at_ns": self.heal.time_ns, "recovery_ms": ms, "limit_ms": limit_ms})
+    }
+}
+
+fn windows(history: &[Op]) -> Vec<Window<'_>> {
+    let nemesis = |name: &'static str| {
+        history
+            .iter()
+            .filter(move |o| o.process == NEMESIS && o.f == name && o.kind == OpType::Invoke)
+    };
+    let starts: Vec<u64> = nemesis(f::START_FAULT).map(|o| o.time_ns).collect();
+    nemesis(f::STOP_FAULT)
+        .map(|heal| Window {
+            heal,
+            end_ns: starts
+                .iter()
+                .copied()
+                .filter(|t| *t > heal.time_ns)
+                .min()
+                .unwrap_or(u64::MAX),
+        })
+        .collect()
+}
+
 impl Checker for Recovery {
     fn name(&self) -> &str {
         "recovery"
@@ -30,10 +75,7 @@ impl Checker for Recovery {
 
     fn check(&self, history: &[Op], state: &FinalState) -> Verdict {
         let mut v = Verdict::new(self.name());
-        let heals: Vec<&Op> = history
-            .iter()
-            .filter(|o| o.process == NEMESIS && o.f == f::STOP_FAULT && o.kind == OpType::Invoke)
-            .collect();
+        let windows = windows(history);
         let ops: Vec<_> = pairs(history)
             .into_iter()
             .filter(|p| p.invoke.f == self.f)
@@ -43,42 +85,44 @@ impl Checker for Recovery {
             .filter(|p| p.outcome() == OpType::Ok)
             .filter_map(|p| Some((p.invoke.time_ns, p.completion?.time_ns)))
             .collect();
-        let (mut worst, mut unobserved): (f64, u64) = (0.0, 0);
-        for heal in &heals {
+        let (mut worst, mut unobserved, mut interrupted): (f64, u64, u64) = (0.0, 0, 0);
+        for w in &windows {
             let first = oks
                 .iter()
-                .filter(|(inv, _)| *inv >= heal.time_ns)
+                .filter(|(inv, _)| w.contains(*inv))
                 .map(|(_, done)| *done)
                 .min();
-            let observed = ops.iter().any(|p| p.invoke.time_ns >= heal.time_ns);
+            let observed = ops.iter().any(|p| w.contains(p.invoke.time_ns));
             match first {
                 Some(done) => {
-                    let ms = (done - heal.time_ns) as f64 / 1e6;
+                    let ms = w.ms_to(done);
                     worst = worst.max(ms);
                     if ms > self.limit_ms {
-                        v.anomaly("slow_recovery", json!({"healed_at_ns": heal.time_ns, "recovery_ms": ms, "limit_ms": self.limit_ms}));
+                        v.anomaly("slow_recovery", w.example(ms, self.limit_ms));
                     }
                 }
+                None if w.end_ns != u64::MAX => interrupted += 1,
                 None if observed => {
                     v.anomaly(
                         "not_recovered",
-                        json!({"healed_at_ns": heal.time_ns, "fault": heal.value}),
+                        json!({"healed_at_ns": w.heal.time_ns, "fault": w.heal.value}),
                     );
                 }
                 None => unobserved += 1,
             }
         }
-        let worst_completion = self.completion_recovery(&mut v, &heals, state);
-        v.count("heals", heals.len() as u64)
+        let worst_completion = self.completion_recovery(&mut v, &windows, history, state);
+        v.count("heals", windows.len() as u64)
             .count("unobserved", unobserved)
+            .count("interrupted", interrupted)
             .measure("max_recovery_ms", worst);
-        if (heals.is_empty() || unobserved > 0) && v.validity == Validity::Valid {
-            v.validity = Validity::Unknown;
+        if windows.is_empty() || unobserved > 0 {
+            v.undecided();
         }
         v.summary(format!(
-            "{} heals ({unobserved} unobserved), worst recovery {worst:.0} ms to accept, \
-             {worst_completion:.0} ms to complete (limit {})",
-            heals.len(),
+            "{} heals ({unobserved} unobserved, {interrupted} interrupted), worst recovery \
+             {worst:.0} ms to accept, {worst_completion:.0} ms to complete (limit {})",
+            windows.len(),
             self.limit_ms
         ));
         v
@@ -86,19 +130,34 @@ impl Checker for Recovery {
 }
 
 impl Recovery {
-    /// From each heal to the first callback after it: work done again, not just accepted.
-    fn completion_recovery(&self, v: &mut Verdict, heals: &[&Op], state: &FinalState) -> f64 {
-        let completions: Vec<u64> = state.callbacks.iter().map(|c| c.time_ns).collect();
+    /// From each heal to the first new event after it: work done again, not just accepted.
+    fn completion_recovery(
+        &self,
+        v: &mut Verdict,
+        windows: &[Window<'_>],
+        history: &[Op],
+        state: &FinalState,
+    ) -> f64 {
+        let events = first_deliveries(state);
+        let asking = asking_for_callbacks(history);
         let mut worst: f64 = 0.0;
-        for heal in heals {
-            let Some(first) = completions.iter().filter(|t| **t >= heal.time_ns).min() else {
-                continue;
-            };
-            let ms = (first - heal.time_ns) as f64 / 1e6;
-            worst = worst.max(ms);
-            if ms > self.limit_ms {
-                let example = json!({"healed_at_ns": heal.time_ns, "recovery_ms": ms, "limit_ms": self.limit_ms});
-                v.anomaly("slow_completion_recovery", example);
+        if events.is_empty() {
+            v.measure("max_completion_recovery_ms", worst);
+            return worst;
+        }
+        for w in windows {
+            match events.iter().copied().find(|t| w.contains(*t)) {
+                Some(first) => {
+                    let ms = w.ms_to(first);
+                    worst = worst.max(ms);
+                    if ms > self.limit_ms {
+                        v.anomaly("slow_completion_recovery", w.example(ms, self.limit_ms));
+                    }
+                }
+                None if w.end_ns == u64::MAX && asking.iter().any(|t| w.contains(*t)) => {
+                    v.anomaly("not_completed", json!({"healed_at_ns": w.heal.time_ns}));
+                }
+                None => {}
             }
         }
         v.measure("max_completion_recovery_ms", worst);
@@ -106,10 +165,39 @@ impl Recovery {
     }
 }
 
+/// When each accepted submission that asked for a callback was invoked.
+fn asking_for_callbacks(history: &[Op]) -> Vec<u64> {
+    submissions(history)
+        .values()
+        .flatten()
+        .filter(|s| s.outcome == OpType::Ok)
+        .filter(|s| s.body.get("callback_url").is_some_and(|u| !u.is_null()))
+        .map(|s| s.invoked_ns)
+        .collect()
+}
+
+/// Arrival times of each event's first validly signed delivery, in order: a redelivery of an
+/// old event shows no new work.
+fn first_deliveries(state: &FinalState) -> Vec<u64> {
+    let mut seen = BTreeSet::new();
+    let mut calls: Vec<_> = state
+        .callbacks
+        .iter()
+        .filter(|c| c.signature_valid)
+        .collect();
+    calls.sort_by_key(|c| c.time_ns);
+    calls
+        .into_iter()
+        .filter(|c| seen.insert(c.event_id.clone().or(c.task_id.clone())))
+        .map(|c| c.time_ns)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{checker::fixtures::*, history::History};
+    use crate::{checker::fixtures::*, final_state::CallbackRecord, history::History};
+    use reports::Validity;
 
     fn history(after_heal: Option<OpType>) -> Vec<Op> {
         let h = History::new();
@@ -182,6 +270,64 @@ mod tests {
             (v.validity, v.counts["unobserved"]),
             (Validity::Unknown, 1),
             "{v:?}"
+        );
+    }
+
+    fn callback(event: &str, time_ns: u64) -> CallbackRecord {
+        CallbackRecord {
+            key: None,
+            event_id: Some(event.into()),
+            task_id: None,
+            status: None,
+            signature_valid: true,
+            time_ns,
+        }
+    }
+
+    #[test]
+    fn a_window_closed_by_the_next_fault_is_interrupted_not_slow() {
+        let h = History::new();
+        fault(&h, f_start(), "kill-worker");
+        fault(&h, f_stop(), "kill-worker");
+        submit(&h, 1, "k1", credit("a", 1), OpType::Info, json!(null));
+        fault(&h, f_start(), "kill-worker");
+        fault(&h, f_stop(), "kill-worker");
+        accepted(&h, 1, "k2", credit("a", 1), "t2", false);
+        let v = Recovery {
+            f: f::SUBMIT.into(),
+            limit_ms: 10_000.0,
+        }
+        .check(&h.ops(), &FinalState::default());
+        assert_eq!(v.validity, Validity::Valid, "{v:?}");
+        assert_eq!(v.counts["interrupted"], 1, "{v:?}");
+    }
+
+    #[test]
+    fn accepting_without_ever_completing_again_is_caught() {
+        let check = |body: serde_json::Value| {
+            let h = History::new();
+            fault(&h, f_start(), "kill-worker");
+            fault(&h, f_stop(), "kill-worker");
+            accepted(&h, 1, "k1", body, "t1", false);
+            let ops = h.ops();
+            let heal = ops.iter().find(|o| o.f == f::STOP_FAULT).unwrap().time_ns;
+            let mut state = FinalState::default();
+            // Work completed before the fault, and an old event delivered again after the heal.
+            state.callbacks.push(callback("e0", heal - 1));
+            state.callbacks.push(callback("e0", heal + 1));
+            Recovery {
+                f: f::SUBMIT.into(),
+                limit_ms: 10_000.0,
+            }
+            .check(&ops, &state)
+            .anomaly_count("not_completed")
+        };
+        let asks = json!({"type": "echo", "callback_url": "http://127.0.0.1/hook/k1"});
+        assert_eq!(check(asks), 1);
+        assert_eq!(
+            check(json!({"type": "echo"})),
+            0,
+            "no callback was asked for"
         );
     }
 }

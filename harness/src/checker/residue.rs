@@ -33,8 +33,8 @@ impl Checker for QueueResidue {
                 json!({"note": "the system was still busy when the final read ended"}),
             );
         }
-        if state.queues.is_empty() {
-            v.validity = reports::Validity::Unknown;
+        if state.queues.is_empty() || !state.unread.queues.is_empty() {
+            v.undecided();
         }
         v.count("queues", state.queues.len() as u64)
             .count("messages_left", left);
@@ -80,5 +80,16 @@ mod tests {
         let mut s = state(0);
         s.settled = false;
         assert_eq!(QueueResidue.check(&[], &s).anomaly_count("not_settled"), 1);
+    }
+
+    #[test]
+    fn an_unread_queue_is_undecided_but_never_hides_a_finding() {
+        let mut s = state(0);
+        s.unread.queues.insert("p.tasks.retry.2000ms".into());
+        let v = QueueResidue.check(&[], &s);
+        assert_eq!(v.validity, reports::Validity::Unknown, "{v:?}");
+        s.settled = false;
+        let v = QueueResidue.check(&[], &s);
+        assert_eq!(v.validity, reports::Validity::Invalid, "{v:?}");
     }
 }

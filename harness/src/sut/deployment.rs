@@ -120,8 +120,25 @@ impl Deployment {
     /// Stops the reference's processes and deletes its topology (an external system is left
     /// as it is).
     pub async fn stop(&self) {
+        if self.stop_processes().await {
+            self.teardown().await;
+        }
+    }
+
+    /// Stops the reference's processes (gracefully, then kill); false for an external system.
+    pub async fn stop_processes(&self) -> bool {
+        match &self.sut {
+            Some(sut) => {
+                sut.stop(Duration::from_secs(10)).await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Deletes the reference's topology.
+    pub async fn teardown(&self) {
         if let Some(sut) = &self.sut {
-            sut.stop(Duration::from_secs(10)).await;
             if let Err(e) = sut.teardown().await {
                 tracing::warn!(error = %e, "topology not deleted");
             }
