@@ -51,7 +51,7 @@ impl Worker {
     pub async fn run(self, cancel: CancellationToken) {
         let mut delays = Reconnect::default();
         while let Some(conn) = self.broker.connected(&cancel).await {
-            let error = match self.session(&conn, &cancel).await {
+            let error = match self.session(&conn, &cancel, &mut delays).await {
                 Ok(SessionEnd::Cancelled) => break,
                 Ok(SessionEnd::Lost(why)) => why,
                 Err(e) => e.to_string(),
@@ -70,6 +70,7 @@ impl Worker {
         &self,
         conn: &Connection,
         cancel: &CancellationToken,
+        delays: &mut Reconnect,
     ) -> lapin::Result<SessionEnd> {
         let ch = conn.create_channel().await?;
         ch.basic_qos(self.prefetch, BasicQosOptions::default())
@@ -93,6 +94,8 @@ impl Worker {
             )
             .await?;
         tracing::info!(queue = %self.broker.topology().names.task_queue(), prefetch = self.prefetch, "consuming");
+        // The session works: the next interruption starts with short delays again.
+        delays.reset();
         let permits = Arc::new(Semaphore::new(self.concurrency as usize));
         let mut in_flight = JoinSet::new();
         let end = loop {
