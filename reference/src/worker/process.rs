@@ -187,26 +187,58 @@ impl Processor {
                 Ok(Settle::Ack)
             }
             (RetryStrategy::Backoff, None) => {
-                tracing::warn!(task_id = %msg.task_id, attempt, %error, "retries exhausted; dead-lettering");
-                // Dead-letter first: a crash before the status is written repeats this step
-                // rather than leaving a FAILED task missing from the dead-letter queue.
-                let dlx = self.topology.names.dead_letter_exchange();
-                self.republish(out, &dlx, "task.dead", msg, attempt, error)
-                    .await?;
-                let finish = Finish {
-                    task_id: msg.task_id,
-                    status: TaskStatus::Failed,
-                    result: None,
-                    error: Some(error.to_string()),
-                    credit: None,
-                    mark_processed: self.dedupe == DedupeStrategy::Store,
-                };
-                self.store.finish(&finish).await?;
-                metrics::dead_lettered("retries_exhausted");
-                metrics::finished(msg.spec.kind(), false, started.elapsed().as_secs_f64());
-                Ok(Settle::Ack)
+                self.dead_letter(msg, attempt, error, started, out).await
             }
         }
+    }
+
+    /// Retries exhausted: dead-letters the task and marks it FAILED.
+    async fn dead_letter(
+        &self,
+        msg: &TaskMessage,
+        attempt: i64,
+        error: &str,
+        started: Instant,
+        out: &Channel,
+    ) -> Result<Settle, InfraError> {
+        // Another copy of this message may have finished the task while this one ran; it has
+        // already dead-lettered it.
+        if self.seen_since_start(msg.task_id).await? {
+            metrics::duplicate_skipped(self.dedupe_label());
+            return Ok(Settle::Ack);
+        }
+        tracing::warn!(task_id = %msg.task_id, attempt, %error, "retries exhausted; dead-lettering");
+        // Dead-letter first: a crash before the status is written repeats this step
+        // rather than leaving a FAILED task missing from the dead-letter queue.
+        let dlx = self.topology.names.dead_letter_exchange();
+        self.republish(out, &dlx, "task.dead", msg, attempt, error)
+            .await?;
+        let finish = Finish {
+            task_id: msg.task_id,
+            status: TaskStatus::Failed,
+            result: None,
+            error: Some(error.to_string()),
+            credit: None,
+            mark_processed: self.dedupe == DedupeStrategy::Store,
+        };
+        // A copy that raced past the check above published to the dead-letter queue too, but
+        // only the copy whose finish wins counts the task.
+        match self.store.finish(&finish).await? {
+            FinishOutcome::Done => {
+                metrics::dead_lettered("retries_exhausted");
+                metrics::finished(msg.spec.kind(), false, started.elapsed().as_secs_f64());
+            }
+            FinishOutcome::AlreadyProcessed => metrics::duplicate_skipped(self.dedupe_label()),
+        }
+        Ok(Settle::Ack)
+    }
+
+    /// True when the store-dedupe mark appeared after [`Self::seen_before`] let this copy in.
+    async fn seen_since_start(&self, id: uuid::Uuid) -> Result<bool, InfraError> {
+        Ok(
+            self.dedupe == DedupeStrategy::Store
+                && self.store.is_processed(&id.to_string()).await?,
+        )
     }
 
     /// Publishes the task again (to a retry queue or the dead-letter exchange) with confirms.
@@ -236,5 +268,64 @@ impl Processor {
             mandatory: true,
         };
         broker::publish_confirmed(out, &outgoing, CONFIRM_TIMEOUT).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{config::QueueType, store::NewTask};
+
+    fn amqp_url() -> String {
+        std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    }
+
+    /// A copy of a message that raced another past `seen_before` must not dead-letter the task
+    /// the other copy already finished. The prefix's topology is never declared, so a publish
+    /// to its dead-letter exchange would fail the channel and the test.
+    #[tokio::test]
+    async fn a_copy_that_lost_the_race_does_not_dead_letter_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::connect(&url, Duration::from_secs(5)).await.unwrap();
+        let msg = NewTask {
+            id: uuid::Uuid::now_v7(),
+            spec: TaskSpec::Poison(serde_json::json!({})),
+            callback_url: None,
+        };
+        store.insert_task(&msg, false, None).await.unwrap();
+        let winner = Finish {
+            task_id: msg.id,
+            status: TaskStatus::Failed,
+            result: None,
+            error: Some("poison".into()),
+            credit: None,
+            mark_processed: true,
+        };
+        assert_eq!(store.finish(&winner).await.unwrap(), FinishOutcome::Done);
+
+        let conn = lapin::Connection::connect(&amqp_url(), Default::default())
+            .await
+            .expect("RabbitMQ reachable at AMQP_URL");
+        let out = broker::confirm_channel(&conn).await.unwrap();
+        let processor = Processor {
+            store,
+            topology: Topology {
+                names: crate::broker::topology::Names {
+                    prefix: format!("unit-dlq-race-{}", uuid::Uuid::new_v4().simple()),
+                    retry_delays: vec![],
+                },
+                queue_type: QueueType::Classic,
+            },
+            dedupe: DedupeStrategy::Store,
+            retry: RetryStrategy::Backoff,
+            redis: None,
+        };
+        let settled = processor
+            .dead_letter(&msg.message(), 1, "poison", Instant::now(), &out)
+            .await;
+        assert!(matches!(settled, Ok(Settle::Ack)), "{settled:?}");
+        assert!(out.status().connected(), "nothing was published");
+        let _ = conn.close(200, "test done".into()).await;
     }
 }
