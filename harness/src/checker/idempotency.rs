@@ -1,6 +1,7 @@
 //! Idempotency-Key semantics (IETF httpapi draft), per key:
 //!
-//! - every 202 answers with the same body bytes and the same task (`divergent_response`);
+//! - every success (2xx) answers with the same status, body bytes and task as the first, so a
+//!   replay that answers 200 where the first said 202 diverges (`divergent_response`);
 //! - a body other than the accepted one is refused with 422, never accepted
 //!   (`accepted_other_body`), and the accepted body is never refused with 422
 //!   (`rejected_same_body`);
@@ -48,7 +49,7 @@ impl Checker for Idempotency {
 }
 
 fn check_key(v: &mut Verdict, key: &str, list: &[Submission]) {
-    let accepted: Vec<&Submission> = list.iter().filter(|s| s.status == Some(202)).collect();
+    let accepted: Vec<&Submission> = list.iter().filter(|s| s.outcome == OpType::Ok).collect();
     let Some(first) = accepted
         .iter()
         .min_by_key(|s| s.completed_ns.unwrap_or(u64::MAX))
@@ -57,9 +58,13 @@ fn check_key(v: &mut Verdict, key: &str, list: &[Submission]) {
     };
     let accepted_body = canonical(&first.body);
     for s in &accepted {
-        if s.body_sha256 != first.body_sha256 || s.task_id != first.task_id {
-            let example = json!({"key": key, "first": {"task_id": first.task_id, "sha256": first.body_sha256},
-                "other": {"task_id": s.task_id, "sha256": s.body_sha256, "index": s.index}});
+        if s.status != first.status
+            || s.body_sha256 != first.body_sha256
+            || s.task_id != first.task_id
+        {
+            let example = json!({"key": key,
+                "first": {"status": first.status, "task_id": first.task_id, "sha256": first.body_sha256},
+                "other": {"status": s.status, "task_id": s.task_id, "sha256": s.body_sha256, "index": s.index}});
             v.anomaly("divergent_response", example);
         }
         if canonical(&s.body) != accepted_body {
@@ -174,6 +179,15 @@ mod tests {
     fn a_replay_with_other_bytes_or_task_diverges() {
         let h = clean();
         accepted(&h, 5, "k1", body(1), "t-other", true);
+        let v = Idempotency.check(&h.ops(), &FinalState::default());
+        assert_eq!(v.anomaly_count("divergent_response"), 1, "{v:?}");
+    }
+
+    #[test]
+    fn a_replay_with_another_success_status_diverges() {
+        let h = clean();
+        let replay = json!({"status": 200, "code": "OK", "task_id": "t1", "body_sha256": "sha-t1", "replayed": true});
+        submit(&h, 6, "k1", body(1), OpType::Ok, replay);
         let v = Idempotency.check(&h.ops(), &FinalState::default());
         assert_eq!(v.anomaly_count("divergent_response"), 1, "{v:?}");
     }
