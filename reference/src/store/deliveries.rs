@@ -124,8 +124,11 @@ impl Store {
         Ok(claimed)
     }
 
+    /// Marks a delivery made. `next_attempt_at` then records when (as for a given-up one), so
+    /// that retention counts a finished row's age from when it finished.
     pub async fn delivery_done(&self, id: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, last_error = NULL WHERE id = ?")
+        sqlx::query("UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, next_attempt_at = ?, last_error = NULL WHERE id = ?")
+            .bind(now_ms())
             .bind(id)
             .execute(&self.pool)
             .await?;

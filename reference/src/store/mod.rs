@@ -5,6 +5,7 @@
 //! for the lock instead of failing on upgrade.
 
 mod deliveries;
+mod retention;
 mod tasks;
 mod users;
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 use sqlx::{any::AnyPoolOptions, AnyPool, Executor};
 
 pub use deliveries::{DeliveryRow, NewDelivery};
+pub use retention::Swept;
 pub use tasks::{Finish, FinishOutcome, NewTask, OutboxClaim, OutboxRow, StartOutcome};
 
 /// A store failure, classified so callers know whether to retry.

@@ -5,6 +5,7 @@ mod api;
 mod callbacks;
 mod cli;
 mod resilience;
+mod retention;
 mod stores;
 mod support;
 mod tasks;

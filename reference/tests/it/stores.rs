@@ -19,12 +19,12 @@ fn redis_url() -> String {
 }
 
 /// A database of its own for one test, dropped afterwards.
-struct Database {
+pub(crate) struct Database {
     name: String,
 }
 
 impl Database {
-    async fn create(tag: &str) -> Database {
+    pub(crate) async fn create(tag: &str) -> Database {
         let name = format!(
             "ref_{tag}_{}",
             &uuid::Uuid::new_v4().simple().to_string()[..8]
@@ -39,7 +39,7 @@ impl Database {
         Database { name }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("{}/{}", mysql_server(), self.name)
     }
 }

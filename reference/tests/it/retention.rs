@@ -1,0 +1,140 @@
+//! Retention: the housekeeping sweep deletes old dedupe records and old finished deliveries,
+//! and nothing else, on both store backends.
+
+use std::time::Duration;
+
+use reference::{model::now_ms, store::Store};
+use sqlx::AnyPool;
+
+use crate::stores::Database;
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+async fn open(url: &str) -> (Store, AnyPool) {
+    let store = Store::connect(url, Duration::from_secs(10)).await.unwrap();
+    // A second pool sees the tables as an operator would (the store's own is private).
+    let pool = AnyPool::connect(url).await.unwrap();
+    (store, pool)
+}
+
+async fn processed(pool: &AnyPool, id: &str, at: i64) {
+    sqlx::query("INSERT INTO processed_messages (message_id, processed_at) VALUES (?, ?)")
+        .bind(id)
+        .bind(at)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+async fn delivery(pool: &AnyPool, event: &str, state: &str, at: i64) {
+    sqlx::query(
+        "INSERT INTO deliveries (task_id, event_id, kind, target, body, next_attempt_at, state) \
+         VALUES (?, ?, 'event', 'task.succeeded', '{}', ?, ?)",
+    )
+    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(event)
+    .bind(at)
+    .bind(state)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+async fn count(pool: &AnyPool, sql: &str, key: &str) -> i64 {
+    use sqlx::Row;
+    sqlx::query(sql)
+        .bind(key)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+        .try_get::<i64, _>(0)
+        .unwrap()
+}
+
+async fn has_processed(pool: &AnyPool, id: &str) -> bool {
+    count(
+        pool,
+        "SELECT COUNT(*) FROM processed_messages WHERE message_id = ?",
+        id,
+    )
+    .await
+        == 1
+}
+
+async fn has_delivery(pool: &AnyPool, event: &str) -> bool {
+    count(
+        pool,
+        "SELECT COUNT(*) FROM deliveries WHERE event_id = ?",
+        event,
+    )
+    .await
+        == 1
+}
+
+/// Old dedupe records and old delivered / given-up deliveries go, in bounded batches; recent
+/// rows and deliveries still owed stay, however old.
+async fn sweep_deletes_only_old_finished_rows(url: &str) {
+    let (store, pool) = open(url).await;
+    let now = now_ms();
+    let (old, recent) = (now - 10 * DAY_MS, now - DAY_MS);
+    let before = now - 7 * DAY_MS;
+
+    for i in 0..5 {
+        processed(&pool, &format!("old-{i}"), old).await;
+    }
+    processed(&pool, "recent", recent).await;
+    delivery(&pool, "old-delivered", "delivered", old).await;
+    delivery(&pool, "old-given-up", "given_up", old).await;
+    delivery(&pool, "old-pending", "pending", old).await;
+    delivery(&pool, "recent-delivered", "delivered", recent).await;
+    delivery(&pool, "recent-given-up", "given_up", recent).await;
+
+    // One batch of two per table: bounded, and it says more is left.
+    let first = store.sweep_retention(before, 2, 1).await.unwrap();
+    assert_eq!((first.processed, first.deliveries), (2, 2), "{first:?}");
+    assert!(first.more, "{first:?}");
+
+    let rest = store.sweep_retention(before, 2, 100).await.unwrap();
+    assert_eq!((rest.processed, rest.deliveries), (3, 0), "{rest:?}");
+    assert!(!rest.more, "{rest:?}");
+
+    for i in 0..5 {
+        assert!(!has_processed(&pool, &format!("old-{i}")).await, "old-{i}");
+    }
+    assert!(has_processed(&pool, "recent").await);
+    assert!(!has_delivery(&pool, "old-delivered").await);
+    assert!(!has_delivery(&pool, "old-given-up").await);
+    assert!(has_delivery(&pool, "old-pending").await, "still owed");
+    assert!(has_delivery(&pool, "recent-delivered").await);
+    assert!(has_delivery(&pool, "recent-given-up").await);
+
+    let again = store.sweep_retention(before, 2, 100).await.unwrap();
+    assert_eq!((again.processed, again.deliveries), (0, 0), "{again:?}");
+
+    // A delivery owed since long ago but made just now counts its age from now.
+    delivery(&pool, "late", "pending", old).await;
+    let claimed = store
+        .claim_deliveries(10, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let late = claimed.iter().find(|d| d.event_id == "late").expect("due");
+    store.delivery_done(late.id).await.unwrap();
+    store.sweep_retention(before, 2, 100).await.unwrap();
+    assert!(has_delivery(&pool, "late").await, "delivered just now");
+
+    pool.close().await;
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_sweep_deletes_only_old_finished_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    sweep_deletes_only_old_finished_rows(&url).await;
+}
+
+#[tokio::test]
+async fn mysql_sweep_deletes_only_old_finished_rows() {
+    let db = Database::create("retention").await;
+    sweep_deletes_only_old_finished_rows(&db.url()).await;
+}
