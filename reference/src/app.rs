@@ -183,9 +183,10 @@ impl Running {
             });
         }
         let stop = self.background.clone();
-        let (housekeeping_store, ttl) = (store.clone(), tuning.idempotency_ttl);
+        let housekeeping_store = store.clone();
+        let (ttl, retention) = (tuning.idempotency_ttl, tuning.dedupe_retention);
         self.background_parts.spawn(async move {
-            housekeeping(housekeeping_store, ttl, stop).await;
+            housekeeping(housekeeping_store, ttl, retention, stop).await;
             "housekeeping"
         });
         let state = ApiState {
@@ -295,8 +296,19 @@ async fn join_within(parts: &mut JoinSet<&'static str>, limit: Duration) {
     }
 }
 
-/// Publishes the outbox backlog gauge and forgets expired idempotency keys.
-async fn housekeeping(store: Store, key_ttl: Duration, stop: CancellationToken) {
+/// Rows one retention statement deletes, and statements per table per sweep: a sweep stays
+/// short beside the workers' writes, and a backlog of old rows is worked off over a few sweeps.
+const RETENTION_BATCH: u32 = 1000;
+const RETENTION_MAX_BATCHES: u32 = 100;
+
+/// Publishes the outbox backlog gauge, forgets expired idempotency keys, and deletes dedupe
+/// records and finished deliveries older than the retention.
+async fn housekeeping(
+    store: Store,
+    key_ttl: Duration,
+    retention: Duration,
+    stop: CancellationToken,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut ticks: u64 = 0;
     loop {
@@ -316,5 +328,32 @@ async fn housekeeping(store: Store, key_ttl: Duration, stop: CancellationToken) 
                 Err(e) => tracing::warn!(error = %e, "cannot remove expired idempotency keys"),
             }
         }
+        if ticks % 60 == 1 {
+            sweep_retention(&store, retention).await;
+        }
+    }
+}
+
+async fn sweep_retention(store: &Store, retention: Duration) {
+    let before = now_ms().saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+    match store
+        .sweep_retention(before, RETENTION_BATCH, RETENTION_MAX_BATCHES)
+        .await
+    {
+        Ok(swept) => {
+            if swept.processed > 0 {
+                metrics::retention_deleted("processed_messages", swept.processed);
+            }
+            if swept.deliveries > 0 {
+                metrics::retention_deleted("deliveries", swept.deliveries);
+            }
+            tracing::debug!(
+                processed_messages = swept.processed,
+                deliveries = swept.deliveries,
+                more = swept.more,
+                "retention sweep"
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot delete rows past --dedupe-retention"),
     }
 }

@@ -252,6 +252,14 @@ pub struct Tuning {
     #[arg(long, env = "REFERENCE_IDEMPOTENCY_TTL", value_parser = parse_duration, default_value = "24h")]
     pub idempotency_ttl: Duration,
 
+    /// How long a processed message's dedupe record, and a finished callback or event
+    /// delivery, are kept before housekeeping deletes them. Must exceed the longest a
+    /// redelivery can lag behind the first delivery (an outbox backlog while the broker is
+    /// away, a broker redelivery after a worker or connection loss): a message redelivered
+    /// after its dedupe record is gone is applied again.
+    #[arg(long, env = "REFERENCE_DEDUPE_RETENTION", value_parser = parse_duration, default_value = "7d")]
+    pub dedupe_retention: Duration,
+
     /// How long start-up waits for the store and the broker before giving up.
     #[arg(long, env = "REFERENCE_CONNECT_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
     pub connect_timeout: Duration,
@@ -354,6 +362,10 @@ pub enum ConfigError {
     NoRetryDelays,
     #[error("--read-token needs --token as well")]
     ReadTokenWithoutToken,
+    #[error(
+        "--dedupe-retention must be longer than zero: dedupe records must outlive any redelivery"
+    )]
+    ZeroDedupeRetention,
 }
 
 impl Config {
@@ -400,6 +412,9 @@ impl Config {
         }
         if self.read_token.is_some() && self.token.is_none() {
             return Err(ConfigError::ReadTokenWithoutToken);
+        }
+        if self.tuning.dedupe_retention.is_zero() {
+            return Err(ConfigError::ZeroDedupeRetention);
         }
         Ok(())
     }
@@ -520,6 +535,23 @@ mod tests {
         let c = parse(&["--callback-allow", "http://x/y"]).unwrap();
         assert!(matches!(c.validate(), Err(ConfigError::BadAllowEntry(_))));
         assert!(parse(&["--retry-delays", "1s,soon"]).is_err());
+    }
+
+    #[test]
+    fn dedupe_retention_defaults_to_a_week_and_must_be_positive() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(
+            c.tuning.dedupe_retention,
+            Duration::from_secs(7 * 24 * 3600)
+        );
+        let c = parse(&["--dedupe-retention", "0s"]).unwrap();
+        let err = c.validate().unwrap_err();
+        assert!(matches!(err, ConfigError::ZeroDedupeRetention), "{err}");
+        assert!(err.to_string().contains("--dedupe-retention"), "{err}");
+        let c = parse(&["--dedupe-retention", "36h"]).unwrap();
+        assert_eq!(c.tuning.dedupe_retention, Duration::from_secs(36 * 3600));
+        c.validate().unwrap();
+        assert!(parse(&["--dedupe-retention", "a while"]).is_err());
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! | `reference_tasks_succeeded_total` / `_failed_total` | counter | type |
 //! | `reference_task_processing_seconds` | histogram | type, outcome |
 //! | `reference_outbox_backlog` | gauge | |
+//! | `reference_retention_deleted_total` | counter | table |
 //! | `reference_callbacks_total` | counter | kind, outcome |
 //! | `reference_broker_connected` | gauge | |
 
@@ -42,10 +43,19 @@ pub fn handle() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
             }
+            describe();
             spawn_upkeep(handle.clone());
             handle
         })
         .clone()
+}
+
+/// `# HELP` lines, for metrics whose meaning a dashboard could get wrong.
+fn describe() {
+    metrics::describe_counter!(
+        "reference_retention_deleted_total",
+        "Rows deleted by the retention sweep (--dedupe-retention), by table"
+    );
 }
 
 /// Histograms keep raw samples until upkeep folds them; without a scraper they would grow.
@@ -113,6 +123,10 @@ pub fn attempt_failed(kind: &'static str, seconds: f64) {
 
 pub fn outbox_backlog(rows: i64) {
     metrics::gauge!("reference_outbox_backlog").set(rows as f64);
+}
+
+pub fn retention_deleted(table: &'static str, rows: u64) {
+    metrics::counter!("reference_retention_deleted_total", "table" => table).increment(rows);
 }
 
 pub fn callback(kind: &str, outcome: &'static str) {
