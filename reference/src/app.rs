@@ -316,8 +316,13 @@ async fn housekeeping(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if let Ok(n) = store.outbox_backlog().await {
-            metrics::outbox_backlog(n);
+        match store.outbox_backlog().await {
+            Ok(n) => metrics::outbox_backlog(Some(n)),
+            Err(e) => {
+                // Once per tick at most; a stale number would claim the outbox is drained.
+                tracing::warn!(error = %e, "cannot read the outbox backlog");
+                metrics::outbox_backlog(None);
+            }
         }
         ticks += 1;
         if ticks % 600 == 1 {

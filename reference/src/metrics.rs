@@ -16,6 +16,9 @@
 //! | `reference_retention_deleted_total` | counter | table |
 //! | `reference_callbacks_total` | counter | kind, outcome |
 //! | `reference_broker_connected` | gauge | |
+//!
+//! `reference_outbox_backlog` is the whole shared outbox as one API process counts it (every
+//! replica reports the same number: aggregate with max), NaN while the store cannot be read.
 
 use std::sync::OnceLock;
 
@@ -52,6 +55,12 @@ pub fn handle() -> PrometheusHandle {
 
 /// `# HELP` lines, for metrics whose meaning a dashboard could get wrong.
 fn describe() {
+    metrics::describe_gauge!(
+        "reference_outbox_backlog",
+        "Outbox rows not yet published, counted over the whole shared store by this API process \
+         (so every API replica reports the same global backlog: aggregate with max, not sum); \
+         NaN while the store cannot be read"
+    );
     metrics::describe_counter!(
         "reference_retention_deleted_total",
         "Rows deleted by the retention sweep (--dedupe-retention), by table"
@@ -121,8 +130,10 @@ pub fn attempt_failed(kind: &'static str, seconds: f64) {
         .record(seconds);
 }
 
-pub fn outbox_backlog(rows: i64) {
-    metrics::gauge!("reference_outbox_backlog").set(rows as f64);
+/// The outbox backlog; `None` when it could not be read, exported as NaN so that a store
+/// outage does not leave the last value (often 0) standing.
+pub fn outbox_backlog(rows: Option<i64>) {
+    metrics::gauge!("reference_outbox_backlog").set(rows.map_or(f64::NAN, |n| n as f64));
 }
 
 pub fn retention_deleted(table: &'static str, rows: u64) {
@@ -135,4 +146,24 @@ pub fn callback(kind: &str, outcome: &'static str) {
 
 pub fn broker_connected(up: bool) {
     metrics::gauge!("reference_broker_connected").set(if up { 1.0 } else { 0.0 });
+}
+
+#[cfg(test)]
+mod tests {
+    /// A backlog that cannot be read is exported as NaN, not as the last value, and the help
+    /// text says how to aggregate it.
+    #[test]
+    fn unreadable_backlog_is_nan_and_described() {
+        let handle = super::handle();
+        super::outbox_backlog(Some(7));
+        assert!(handle.render().contains("reference_outbox_backlog 7\n"));
+        super::outbox_backlog(None);
+        let shown = handle.render();
+        assert!(shown.contains("reference_outbox_backlog NaN\n"), "{shown}");
+        let help = shown
+            .lines()
+            .find(|l| l.starts_with("# HELP reference_outbox_backlog"))
+            .unwrap_or_else(|| panic!("no help line: {shown}"));
+        assert!(help.contains("max, not sum"), "{help}");
+    }
 }
