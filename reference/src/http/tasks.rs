@@ -15,7 +15,7 @@ use crate::{
     idempotency::{fingerprint, KeyLease, Reservation, StoredResponse},
     model::{Account, Task, TaskAccepted, TaskStatus},
     publisher::SubmitError,
-    store::NewTask,
+    store::{Abandoned, NewTask},
     validation::{
         check_idempotency_key, from_json, is_account_id, CreateTaskRequest, ValidTask,
         ACCOUNT_ID_RULE,
@@ -87,10 +87,15 @@ async fn accept(s: ApiState, task: ValidTask, lease: KeyLease) -> Result<StoredR
             s.submit_timeout
         )),
     };
-    if let Err(e) = s.store.abandon_submission(&lease, new.id).await {
-        tracing::warn!(error = %e, "could not undo an unfinished submission; its key expires with its lease");
+    match s.store.abandon_submission(&lease, new.id, &stored).await {
+        // The task is under way after all (its message got through): say so, as a retry would.
+        Ok(Abandoned::Kept) => Ok(stored),
+        Ok(Abandoned::Undone) => Err(error),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not undo an unfinished submission; its key expires with its lease");
+            Err(error)
+        }
     }
-    Err(error)
 }
 
 /// The 202 that the key stores and replays.

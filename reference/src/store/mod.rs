@@ -15,7 +15,7 @@ use sqlx::{any::AnyPoolOptions, AnyPool, Executor};
 
 pub use deliveries::{DeliveryRow, NewDelivery};
 pub use retention::Swept;
-pub use tasks::{Finish, FinishOutcome, NewTask, OutboxClaim, OutboxRow, StartOutcome};
+pub use tasks::{Abandoned, Finish, FinishOutcome, NewTask, OutboxClaim, OutboxRow, StartOutcome};
 
 /// A store failure, classified so callers know whether to retry.
 #[derive(Debug, thiserror::Error)]

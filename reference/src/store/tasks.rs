@@ -284,37 +284,63 @@ impl Store {
         Ok(tx.commit().await?)
     }
 
-    /// Undoes a submission that did not complete: frees the key if this request still holds it,
-    /// and deletes the task unless the key completed with it (a commit that landed as the
-    /// request gave up). A task written under a key another request took over goes too.
+    /// Undoes a submission that did not finish (an error, or the caller gave up waiting).
+    ///
+    /// What happens depends on how far it got: a key this request already completed keeps its
+    /// task (the commit landed as the caller gave up); a task no worker has touched is deleted
+    /// and the key freed, so a retry starts afresh; a task a worker has already started (its
+    /// message got through although the publish reported a failure) is kept and the key
+    /// completed with `response`, so that a retry replays it instead of making a second task.
+    /// A key another request holds now is left alone.
     pub async fn abandon_submission(
         &self,
         lease: &KeyLease,
         task_id: uuid::Uuid,
-    ) -> Result<(), StoreError> {
+        response: &StoredResponse,
+    ) -> Result<Abandoned, StoreError> {
         let mut tx = self.begin().await?;
-        sqlx::query(
-            "DELETE FROM idempotency_keys WHERE idem_key = ? AND state = 'in_flight' AND locked_at = ?",
-        )
-        .bind(&lease.key)
-        .bind(lease.token)
-        .execute(&mut *tx)
-        .await?;
-        let completed_by_us = sqlx::query(
+        if Self::key_completed_by(&mut tx, lease).await? {
+            return Ok(Abandoned::Kept);
+        }
+        let untouched =
+            sqlx::query("DELETE FROM tasks WHERE id = ? AND status = 'PENDING' AND attempts = 0")
+                .bind(task_id.to_string())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+        let started = !untouched
+            && sqlx::query("SELECT 1 AS one FROM tasks WHERE id = ?")
+                .bind(task_id.to_string())
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+        let outcome = if started {
+            Self::complete_key_in(&mut tx, lease, response).await?;
+            Abandoned::Kept
+        } else {
+            sqlx::query(
+                "DELETE FROM idempotency_keys WHERE idem_key = ? AND state = 'in_flight' AND locked_at = ?",
+            )
+            .bind(&lease.key)
+            .bind(lease.token)
+            .execute(&mut *tx)
+            .await?;
+            Abandoned::Undone
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn key_completed_by(tx: &mut Tx, lease: &KeyLease) -> Result<bool, StoreError> {
+        Ok(sqlx::query(
             "SELECT 1 AS one FROM idempotency_keys WHERE idem_key = ? AND state = 'completed' AND locked_at = ?",
         )
         .bind(&lease.key)
         .bind(lease.token)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **tx)
         .await?
-        .is_some();
-        if !completed_by_us {
-            sqlx::query("DELETE FROM tasks WHERE id = ?")
-                .bind(task_id.to_string())
-                .execute(&mut *tx)
-                .await?;
-        }
-        Ok(tx.commit().await?)
+        .is_some())
     }
 
     pub async fn get_task(&self, id: uuid::Uuid) -> Result<Option<Task>, StoreError> {
@@ -531,6 +557,15 @@ impl Store {
     }
 }
 
+/// What undoing a submission did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Abandoned {
+    /// Nothing of it remains; its key is free for a retry.
+    Undone,
+    /// Its task is under way and its key answers with the submission's response.
+    Kept,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -612,7 +647,10 @@ mod tests {
         let (t1, t2) = (task(), task());
         store.insert_task(&t1, false, None).await.unwrap();
         store.insert_task(&t2, false, None).await.unwrap();
-        store.abandon_submission(&a, t1.id).await.unwrap();
+        store
+            .abandon_submission(&a, t1.id, &response(&t1))
+            .await
+            .unwrap();
         assert!(
             store.get_task(t1.id).await.unwrap().is_none(),
             "A's task is undone"
@@ -623,10 +661,62 @@ mod tests {
             "B still holds the key"
         );
         store.complete_key(&b, &response(&t2)).await.unwrap();
-        store.abandon_submission(&b, t2.id).await.unwrap();
+        store
+            .abandon_submission(&b, t2.id, &response(&t2))
+            .await
+            .unwrap();
         assert!(
             store.get_task(t2.id).await.unwrap().is_some(),
             "a submission whose key completed is kept"
+        );
+    }
+
+    /// A publish that reported a failure although its message got through (a confirm that
+    /// timed out): the worker's start is the proof, and a retry must replay, not resubmit.
+    #[tokio::test]
+    async fn an_abandoned_submission_a_worker_already_started_is_kept_and_replayed() {
+        let (store, _dir) = store().await;
+        let Reservation::Reserved(lease) = reserve(&store, Duration::from_secs(60)).await else {
+            panic!("a fresh key is reserved")
+        };
+        let (started, untouched) = (task(), task());
+        store.insert_task(&started, false, None).await.unwrap();
+        store.start_attempt(started.id).await.unwrap();
+        let kept = store
+            .abandon_submission(&lease, started.id, &response(&started))
+            .await
+            .unwrap();
+        assert_eq!(kept, Abandoned::Kept);
+        assert!(store.get_task(started.id).await.unwrap().is_some());
+        assert_eq!(
+            reserve(&store, Duration::from_secs(60)).await,
+            Reservation::Replay(response(&started)),
+            "a retry replays the submission"
+        );
+
+        let Reservation::Reserved(other) = store
+            .reserve_key("k2", "fp", Duration::from_secs(60))
+            .await
+            .unwrap()
+        else {
+            panic!("a fresh key is reserved")
+        };
+        store.insert_task(&untouched, false, None).await.unwrap();
+        let undone = store
+            .abandon_submission(&other, untouched.id, &response(&untouched))
+            .await
+            .unwrap();
+        assert_eq!(undone, Abandoned::Undone);
+        assert!(store.get_task(untouched.id).await.unwrap().is_none());
+        assert!(
+            matches!(
+                store
+                    .reserve_key("k2", "fp", Duration::from_secs(60))
+                    .await
+                    .unwrap(),
+                Reservation::Reserved(_)
+            ),
+            "the key is free for a retry"
         );
     }
 
