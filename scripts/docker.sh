@@ -86,8 +86,10 @@ events_logger = "file"
 EOF
   log "starting podman's Docker API service (log: $LOGFILE)"
   # setsid detaches it from this script's session so it outlives the caller (CI reuses it).
+  # It runs in /: conmon inherits the service's working directory and fails to start any
+  # container ("Failed to get working directory") once the checkout that started it is gone.
   # shellcheck disable=SC2016 # $0 and $@ belong to the inner shell, which runs as root
-  as_root sh -c 'exec "$@" >>"$0" 2>&1 </dev/null' "$LOGFILE" \
+  as_root sh -c 'cd / && exec "$@" >>"$0" 2>&1 </dev/null' "$LOGFILE" \
     env CONTAINERS_CONF="$CONF" setsid prlimit --nofile="$nofile" --nproc="$nproc" \
     podman system service --time=0 "unix://$PODMAN_SOCKET" &
 }
@@ -99,8 +101,22 @@ wait_for() { # socket
   die "no engine accepted Docker API $API on $1 within ${secs} s (log: $LOGFILE)"
 }
 
+# A podman service started earlier from a checkout that is gone starts no container: conmon
+# inherits its working directory. Services this script starts run in /; older ones are stopped.
+stop_orphaned_podman() {
+  local pid
+  for pid in $(pgrep -f "podman system service" || true); do
+    if [[ "$(as_root readlink "/proc/$pid/cwd" 2>/dev/null)" == *" (deleted)" ]]; then
+      log "stopping podman's service $pid: its working directory is gone"
+      as_root kill "$pid" || true
+      while kill -0 "$pid" 2>/dev/null; do sleep 0.2; done
+    fi
+  done
+}
+
 command -v curl >/dev/null || die "curl is missing (apt-get install curl)"
 [ -z "${DOCKER_HOST:-}" ] || check_docker_host
+stop_orphaned_podman
 accepts_api "$SOCKET" && exit 0
 if get "$SOCKET" /_ping >/dev/null; then
   die "the engine on $SOCKET ($(describe "$SOCKET")) refuses Docker API $API, which testcontainers 0.28 speaks; stop it so podman can serve there, or set DOCKER_HOST to a newer engine"
