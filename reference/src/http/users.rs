@@ -112,12 +112,13 @@ pub async fn get(State(s): State<ApiState>, PathId(id): PathId<i64>) -> Result<R
     if let Some(user) = s.cache.get(id).await {
         return Ok(ok(user));
     }
+    let ticket = s.cache.ticket(id).await;
     let user = s
         .store
         .get_user(id)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
-    s.cache.put(&user).await;
+    s.cache.fill(&user, ticket).await;
     Ok(ok(user))
 }
 

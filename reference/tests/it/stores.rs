@@ -173,6 +173,7 @@ async fn redis_cache_serves_reads_and_is_invalidated_on_write() {
     );
     let _: i64 = redis::cmd("DEL")
         .arg(&key)
+        .arg(format!("{key}:gen"))
         .query_async(&mut r)
         .await
         .unwrap();
