@@ -81,9 +81,13 @@ fn expected(history: &[Op], state: &FinalState) -> BTreeMap<String, Expected> {
                 e.low += amount * succeeded;
                 e.high += amount * (succeeded + unsettled);
             }
-            // Never answered (a task known only through a callback, or none): the credit
-            // applied, if any, is one of the unanswered bodies.
+            // Never answered: the credit applied, if any, is one of the unanswered bodies. A
+            // task known through a callback that succeeded was applied; when only one body
+            // could be it, that credit is owed for sure.
             None => {
+                if let [(account, amount)] = open.as_slice() {
+                    out.entry(account.clone()).or_default().low += amount * succeeded;
+                }
                 for (account, amount) in open {
                     out.entry(account).or_default().high += amount;
                 }
@@ -332,6 +336,28 @@ mod tests {
 
         let (h, mut s) = clean();
         s.tasks.insert("t2".into(), done("RUNNING")); // its credit already committed
+        let v = Bank.check(&h.ops(), &s);
+        assert_eq!(v.validity, reports::Validity::Valid, "{v:?}");
+    }
+
+    #[test]
+    fn a_recovered_credit_that_succeeded_must_show_in_the_balance() {
+        let h = History::new();
+        let mut s = FinalState::default();
+        submit(&h, 0, "k", credit("acc", 9), OpType::Info, json!(null));
+        s.tasks.insert("t".into(), done("SUCCESS"));
+        s.callbacks.push(crate::final_state::CallbackRecord {
+            key: Some("k".into()),
+            event_id: Some("e".into()),
+            task_id: Some("t".into()),
+            status: Some("SUCCESS".into()),
+            signature_valid: true,
+            time_ns: 0,
+        });
+        s.balances.insert("acc".into(), 0);
+        let v = Bank.check(&h.ops(), &s);
+        assert_eq!(v.anomaly_count("lost_effect"), 1, "{v:?}");
+        s.balances.insert("acc".into(), 9);
         let v = Bank.check(&h.ops(), &s);
         assert_eq!(v.validity, reports::Validity::Valid, "{v:?}");
     }

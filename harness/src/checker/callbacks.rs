@@ -35,11 +35,13 @@ impl Checker for Callbacks {
                 by_task.entry(id).or_default().push(cb);
             }
         }
+        // Asked for by an accepted submission, or shown by the task (one never answered but
+        // found through a callback or the dead-letter queue).
         let asked = owed_callbacks(&submissions(history));
         let owed: Vec<(&String, &crate::final_state::TaskView)> = state
             .tasks
             .iter()
-            .filter(|(id, t)| asked.contains(*id) && t.is_terminal())
+            .filter(|(id, t)| (asked.contains(*id) || t.callback_url.is_some()) && t.is_terminal())
             .collect();
         for (id, task) in &owed {
             let Some(calls) = by_task.get(id.as_str()) else {

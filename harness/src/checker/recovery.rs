@@ -3,7 +3,8 @@
 //! after it that succeeds. Invalid when that exceeds the limit (`slow_recovery`), or when
 //! operations ran after a heal and none succeeded (`not_recovered`). A heal's window ends where
 //! the next fault starts: a window closed by another fault before anything succeeded is
-//! `interrupted` (counted, not judged). A heal after which no operation ran at all is
+//! `interrupted` (counted, not judged) when it was shorter than the limit, and slow when it
+//! was longer and operations kept failing in it. A heal after which no operation ran at all is
 //! unobserved: the verdict is then undecided rather than valid.
 //!
 //! Accepting work is not doing it (an outbox API accepts while the broker is away), so when
@@ -41,6 +42,11 @@ impl Window<'_> {
 
     fn ms_to(&self, t: u64) -> f64 {
         (t - self.heal.time_ns) as f64 / 1e6
+    }
+
+    /// Whether the window (to the next fault) lasted longer than `limit_ms`.
+    fn longer_than(&self, limit_ms: f64) -> bool {
+        self.end_ns != u64::MAX && self.ms_to(self.end_ns) > limit_ms
     }
 
     fn example(&self, ms: f64, limit_ms: f64) -> serde_json::Value {
@@ -101,7 +107,14 @@ impl Checker for Recovery {
                         v.anomaly("slow_recovery", w.example(ms, self.limit_ms));
                     }
                 }
-                None if w.end_ns != u64::MAX => interrupted += 1,
+                None if w.end_ns != u64::MAX && !(observed && w.longer_than(self.limit_ms)) => {
+                    interrupted += 1;
+                }
+                None if w.end_ns != u64::MAX => {
+                    let ms = w.ms_to(w.end_ns);
+                    worst = worst.max(ms);
+                    v.anomaly("slow_recovery", w.example(ms, self.limit_ms));
+                }
                 None if observed => {
                     v.anomaly(
                         "not_recovered",
@@ -156,6 +169,11 @@ impl Recovery {
                 }
                 None if w.end_ns == u64::MAX && asking.iter().any(|t| w.contains(*t)) => {
                     v.anomaly("not_completed", json!({"healed_at_ns": w.heal.time_ns}));
+                }
+                None if w.longer_than(self.limit_ms) && asking.iter().any(|t| w.contains(*t)) => {
+                    let ms = w.ms_to(w.end_ns);
+                    worst = worst.max(ms);
+                    v.anomaly("slow_completion_recovery", w.example(ms, self.limit_ms));
                 }
                 None => {}
             }
@@ -329,5 +347,23 @@ mod tests {
             0,
             "no callback was asked for"
         );
+    }
+
+    #[test]
+    fn a_window_cut_short_only_after_the_limit_is_slow() {
+        let h = History::new();
+        fault(&h, f_start(), "kill-worker");
+        fault(&h, f_stop(), "kill-worker");
+        submit(&h, 1, "k1", credit("a", 1), OpType::Info, json!(null));
+        fault(&h, f_start(), "kill-worker");
+        fault(&h, f_stop(), "kill-worker");
+        accepted(&h, 1, "k2", credit("a", 1), "t2", false);
+        let v = Recovery {
+            f: f::SUBMIT.into(),
+            limit_ms: 0.0,
+        }
+        .check(&h.ops(), &FinalState::default());
+        assert_eq!(v.anomaly_count("slow_recovery"), 2, "{v:?}");
+        assert_eq!(v.counts["interrupted"], 0, "{v:?}");
     }
 }
