@@ -31,6 +31,10 @@ use crate::{
 /// room for undoing a submission that timed out, and for clock steps between API processes.
 const KEY_LEASE_MARGIN: Duration = Duration::from_secs(5);
 
+/// The share of `--request-timeout` a submission may take once its key is reserved: it gives
+/// up before the request's own timeout answers, so that its client hears how it ended.
+const SUBMIT_SHARE: f64 = 0.8;
+
 /// A started process: its HTTP address and the handles to stop it.
 pub struct Running {
     pub http_addr: SocketAddr,
@@ -200,7 +204,7 @@ impl Running {
             publisher,
             allow: Arc::new(AllowList::parse(&config.callbacks.allow)),
             key_lease: tuning.request_timeout + KEY_LEASE_MARGIN,
-            submit_timeout: tuning.request_timeout,
+            submit_timeout: tuning.request_timeout.mul_f64(SUBMIT_SHARE),
         };
         let tokens = Tokens::new(config.token.as_deref(), config.read_token.as_deref());
         http::api_router(state, ops, tokens, tuning)

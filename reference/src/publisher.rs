@@ -1,6 +1,12 @@
 //! How the API hands an accepted task to the broker, per `--publish`.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use lapin::{types::FieldTable, Channel};
 use tokio::sync::{Mutex, Notify};
@@ -64,13 +70,16 @@ impl Publisher {
     ///
     /// Outbox: one transaction (task, outbox row, key); the relay publishes later, so this
     /// succeeds while the broker is away. Confirm and fire-and-forget: the task is written and
-    /// published in the request. On an error the caller undoes the submission
-    /// ([`Store::abandon_submission`]), which also covers a submission it gave up waiting for.
+    /// published in the request; `published` is set once the broker has the message, so that a
+    /// caller who gives up or sees the key's completion fail keeps the task rather than undoing
+    /// it. On an error the caller undoes the submission ([`Store::abandon_submission`]), which
+    /// also covers a submission it gave up waiting for.
     pub async fn submit(
         &self,
         task: &NewTask,
         lease: &KeyLease,
         response: &StoredResponse,
+        published: &AtomicBool,
     ) -> Result<(), SubmitError> {
         if self.strategy == PublishStrategy::Outbox {
             self.store
@@ -82,6 +91,7 @@ impl Publisher {
         self.store.insert_task(task, false, None).await?;
         match self.publish_direct(task).await {
             Ok(()) => {
+                published.store(true, Ordering::SeqCst);
                 metrics::published(self.label(), 1);
                 Ok(self.store.complete_key(lease, response).await?)
             }

@@ -50,8 +50,9 @@ pub struct ApiState {
     pub allow: Arc<AllowList>,
     /// How long an in-flight Idempotency-Key is held before another request may take it over.
     pub key_lease: Duration,
-    /// How long a submission may run; shorter than `key_lease`, so that the request holding a
-    /// key gives up before another can take the key over.
+    /// How long a submission may run; shorter than the request timeout, so that its client
+    /// hears the outcome, and than `key_lease`, so that the request holding a key gives up
+    /// before another can take the key over.
     pub submit_timeout: Duration,
 }
 

@@ -1,5 +1,7 @@
 //! `/api/v1/tasks` and `/api/v1/accounts`: submission with Idempotency-Key, status, balances.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use axum::{
     extract::State,
     http::{header, HeaderMap, HeaderValue, StatusCode},
@@ -74,8 +76,9 @@ async fn accept(s: ApiState, task: ValidTask, lease: KeyLease) -> Result<StoredR
         callback_url: task.callback_url,
     };
     let stored = accepted_response(&new);
-    let submitted =
-        tokio::time::timeout(s.submit_timeout, s.publisher.submit(&new, &lease, &stored)).await;
+    let published = AtomicBool::new(false);
+    let submission = s.publisher.submit(&new, &lease, &stored, &published);
+    let submitted = tokio::time::timeout(s.submit_timeout, submission).await;
     let error = match submitted {
         Ok(Ok(())) => return Ok(stored),
         Ok(Err(SubmitError::Store(e))) => e.into(),
@@ -87,7 +90,12 @@ async fn accept(s: ApiState, task: ValidTask, lease: KeyLease) -> Result<StoredR
             s.submit_timeout
         )),
     };
-    match s.store.abandon_submission(&lease, new.id, &stored).await {
+    let published = published.load(Ordering::SeqCst);
+    match s
+        .store
+        .abandon_submission(&lease, new.id, &stored, published)
+        .await
+    {
         // The task is under way after all (its message got through): say so, as a retry would.
         Ok(Abandoned::Kept) => Ok(stored),
         Ok(Abandoned::Undone) => Err(error),

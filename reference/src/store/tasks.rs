@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use sqlx::{any::AnyRow, Row};
 
-use super::{deliveries, opt_text, text, Store, StoreError, Tx};
+use super::{deliveries, opt_text, text, Dialect, Store, StoreError, Tx};
 use crate::{
     idempotency::{KeyLease, Reservation, StoredResponse},
     message::TaskMessage,
@@ -287,29 +287,33 @@ impl Store {
     /// Undoes a submission that did not finish (an error, or the caller gave up waiting).
     ///
     /// What happens depends on how far it got: a key this request already completed keeps its
-    /// task (the commit landed as the caller gave up); a task no worker has touched is deleted
-    /// and the key freed, so a retry starts afresh; a task a worker has already started (its
-    /// message got through although the publish reported a failure) is kept and the key
-    /// completed with `response`, so that a retry replays it instead of making a second task.
-    /// A key another request holds now is left alone.
+    /// task (the commit landed as the caller gave up); a task whose message was `published`,
+    /// or that a worker has already started (its message got through although the publish
+    /// reported a failure), is kept and the key completed with `response`, so that a retry
+    /// replays it instead of making a second task; any other task is deleted and the key freed,
+    /// so a retry starts afresh. A key another request holds now is left alone.
     pub async fn abandon_submission(
         &self,
         lease: &KeyLease,
         task_id: uuid::Uuid,
         response: &StoredResponse,
+        published: bool,
     ) -> Result<Abandoned, StoreError> {
         let mut tx = self.begin().await?;
-        if Self::key_completed_by(&mut tx, lease).await? {
+        if self.key_completed_by(&mut tx, lease).await? {
             return Ok(Abandoned::Kept);
         }
-        let untouched =
-            sqlx::query("DELETE FROM tasks WHERE id = ? AND status = 'PENDING' AND attempts = 0")
-                .bind(task_id.to_string())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
+        // Deleted only while no worker has touched it; otherwise it is under way.
+        let deleted = !published
+            && sqlx::query(
+                "DELETE FROM tasks WHERE id = ? AND status = 'PENDING' AND attempts = 0",
+            )
+            .bind(task_id.to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
                 == 1;
-        let started = !untouched
+        let started = !deleted
             && sqlx::query("SELECT 1 AS one FROM tasks WHERE id = ?")
                 .bind(task_id.to_string())
                 .fetch_optional(&mut *tx)
@@ -332,10 +336,18 @@ impl Store {
         Ok(outcome)
     }
 
-    async fn key_completed_by(tx: &mut Tx, lease: &KeyLease) -> Result<bool, StoreError> {
-        Ok(sqlx::query(
-            "SELECT 1 AS one FROM idempotency_keys WHERE idem_key = ? AND state = 'completed' AND locked_at = ?",
-        )
+    /// Whether this request's key completed. On MySQL a locking read (`FOR UPDATE`): a plain
+    /// read sees the transaction's snapshot, which misses a submission committing right now,
+    /// and the task would then be deleted under a completed key. SQLite's write transactions
+    /// are serialised (`BEGIN IMMEDIATE`), so its plain read is already current.
+    async fn key_completed_by(&self, tx: &mut Tx, lease: &KeyLease) -> Result<bool, StoreError> {
+        let lock = match self.dialect {
+            Dialect::MySql => " FOR UPDATE",
+            Dialect::Sqlite => "",
+        };
+        Ok(sqlx::query(&format!(
+            "SELECT 1 AS one FROM idempotency_keys WHERE idem_key = ? AND state = 'completed' AND locked_at = ?{lock}",
+        ))
         .bind(&lease.key)
         .bind(lease.token)
         .fetch_optional(&mut **tx)
@@ -648,7 +660,7 @@ mod tests {
         store.insert_task(&t1, false, None).await.unwrap();
         store.insert_task(&t2, false, None).await.unwrap();
         store
-            .abandon_submission(&a, t1.id, &response(&t1))
+            .abandon_submission(&a, t1.id, &response(&t1), false)
             .await
             .unwrap();
         assert!(
@@ -662,7 +674,7 @@ mod tests {
         );
         store.complete_key(&b, &response(&t2)).await.unwrap();
         store
-            .abandon_submission(&b, t2.id, &response(&t2))
+            .abandon_submission(&b, t2.id, &response(&t2), false)
             .await
             .unwrap();
         assert!(
@@ -683,7 +695,7 @@ mod tests {
         store.insert_task(&started, false, None).await.unwrap();
         store.start_attempt(started.id).await.unwrap();
         let kept = store
-            .abandon_submission(&lease, started.id, &response(&started))
+            .abandon_submission(&lease, started.id, &response(&started), false)
             .await
             .unwrap();
         assert_eq!(kept, Abandoned::Kept);
@@ -703,7 +715,7 @@ mod tests {
         };
         store.insert_task(&untouched, false, None).await.unwrap();
         let undone = store
-            .abandon_submission(&other, untouched.id, &response(&untouched))
+            .abandon_submission(&other, untouched.id, &response(&untouched), false)
             .await
             .unwrap();
         assert_eq!(undone, Abandoned::Undone);
@@ -717,6 +729,28 @@ mod tests {
                 Reservation::Reserved(_)
             ),
             "the key is free for a retry"
+        );
+    }
+
+    /// Confirmed by the broker, then the key's completion failed (or the caller gave up): the
+    /// message is out, so the task stays although no worker has touched it yet.
+    #[tokio::test]
+    async fn an_abandoned_submission_whose_message_was_published_is_kept() {
+        let (store, _dir) = store().await;
+        let Reservation::Reserved(lease) = reserve(&store, Duration::from_secs(60)).await else {
+            panic!("a fresh key is reserved")
+        };
+        let sent = task();
+        store.insert_task(&sent, false, None).await.unwrap();
+        let kept = store
+            .abandon_submission(&lease, sent.id, &response(&sent), true)
+            .await
+            .unwrap();
+        assert_eq!(kept, Abandoned::Kept);
+        assert!(store.get_task(sent.id).await.unwrap().is_some());
+        assert_eq!(
+            reserve(&store, Duration::from_secs(60)).await,
+            Reservation::Replay(response(&sent))
         );
     }
 
