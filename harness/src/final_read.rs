@@ -136,7 +136,7 @@ impl FinalRead<'_> {
     /// Polls until settled or the timeout; returns whether it settled.
     async fn settle(&self, history: &[Op], conn: Option<&lapin::Connection>) -> bool {
         let ids = accepted_ids(history);
-        let owes = crate::checker::owed_callbacks(&crate::checker::submissions(history));
+        let owes = crate::checker::owed_callbacks(history);
         // An end is final, so each task is read until it has ended, not at every poll.
         let mut ended: BTreeMap<String, bool> = BTreeMap::new();
         let deadline = tokio::time::Instant::now() + self.settle_timeout;

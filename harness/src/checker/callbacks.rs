@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use reports::Verdict;
 use serde_json::json;
 
-use super::{owed_callbacks, submissions, Checker};
+use super::{owed_callbacks, Checker};
 use crate::{
     final_state::{CallbackRecord, FinalState},
     history::Op,
@@ -37,7 +37,7 @@ impl Checker for Callbacks {
         }
         // Asked for by an accepted submission, or shown by the task (one never answered but
         // found through a callback or the dead-letter queue).
-        let asked = owed_callbacks(&submissions(history));
+        let asked = owed_callbacks(history);
         let owed: Vec<(&String, &crate::final_state::TaskView)> = state
             .tasks
             .iter()

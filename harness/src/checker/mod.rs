@@ -119,14 +119,16 @@ pub(crate) fn tasks_by_key(
 
 /// Task ids whose accepted submission asked for a callback. Taken from what the workload sent,
 /// not from the task view, which the contract does not oblige to show `callback_url`.
-pub(crate) fn owed_callbacks(
-    subs: &BTreeMap<String, Vec<Submission>>,
-) -> std::collections::BTreeSet<String> {
-    subs.values()
-        .flatten()
-        .filter(|s| s.outcome == OpType::Ok)
-        .filter(|s| s.body.get("callback_url").is_some_and(|u| !u.is_null()))
-        .filter_map(|s| s.task_id.clone())
+pub(crate) fn owed_callbacks(history: &[Op]) -> std::collections::BTreeSet<String> {
+    pairs(history)
+        .into_iter()
+        .filter(|p| p.invoke.f == f::SUBMIT && p.outcome() == OpType::Ok)
+        .filter(|p| {
+            p.invoke.value["body"]
+                .get("callback_url")
+                .is_some_and(|u| !u.is_null())
+        })
+        .filter_map(|p| p.completion?.value["task_id"].as_str().map(str::to_string))
         .collect()
 }
 
