@@ -7,5 +7,6 @@ mod cli;
 mod resilience;
 mod retention;
 mod stores;
+mod submissions;
 mod support;
 mod tasks;

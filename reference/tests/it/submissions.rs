@@ -1,0 +1,92 @@
+//! Undoing a submission that did not finish, on both store backends: a task nothing touched
+//! goes and its key is freed; a task whose message was published, or that a worker started,
+//! stays and its key replays the submission's answer.
+
+use std::time::Duration;
+
+use reference::{
+    idempotency::{KeyLease, Reservation, StoredResponse},
+    model::TaskSpec,
+    store::{Abandoned, NewTask, Store},
+};
+
+use crate::stores::Database;
+
+const LEASE: Duration = Duration::from_secs(60);
+
+fn answer(task: &NewTask) -> StoredResponse {
+    StoredResponse {
+        status: 202,
+        body: task.id.to_string().into_bytes(),
+        location: None,
+    }
+}
+
+/// Reserves `key` and writes a task under it as the confirm publisher does; a worker starts it
+/// if `started`; then the submission is undone, its message `published` or not.
+async fn abandoned(
+    store: &Store,
+    key: &str,
+    published: bool,
+    started: bool,
+) -> (NewTask, Abandoned) {
+    let Reservation::Reserved(lease) = store.reserve_key(key, "fp", LEASE).await.unwrap() else {
+        panic!("a fresh key is reserved")
+    };
+    let task = NewTask {
+        id: uuid::Uuid::now_v7(),
+        spec: TaskSpec::Echo(serde_json::json!({"key": key})),
+        callback_url: None,
+    };
+    store.insert_task(&task, false, None).await.unwrap();
+    if started {
+        store.start_attempt(task.id).await.unwrap();
+    }
+    let outcome = undo(store, &lease, &task, published).await;
+    (task, outcome)
+}
+
+async fn undo(store: &Store, lease: &KeyLease, task: &NewTask, published: bool) -> Abandoned {
+    store
+        .abandon_submission(lease, task.id, &answer(task), published)
+        .await
+        .unwrap()
+}
+
+async fn undo_paths(url: &str) {
+    let store = Store::connect(url, Duration::from_secs(10)).await.unwrap();
+
+    let (task, outcome) = abandoned(&store, "untouched", false, false).await;
+    assert_eq!(outcome, Abandoned::Undone);
+    assert!(store.get_task(task.id).await.unwrap().is_none());
+    assert!(
+        matches!(
+            store.reserve_key("untouched", "fp", LEASE).await.unwrap(),
+            Reservation::Reserved(_)
+        ),
+        "the key is free for a retry"
+    );
+
+    for (key, published, started) in [("published", true, false), ("started", false, true)] {
+        let (task, outcome) = abandoned(&store, key, published, started).await;
+        assert_eq!(outcome, Abandoned::Kept, "{key}");
+        assert!(store.get_task(task.id).await.unwrap().is_some(), "{key}");
+        assert_eq!(
+            store.reserve_key(key, "fp", LEASE).await.unwrap(),
+            Reservation::Replay(answer(&task)),
+            "{key}: a retry replays the submission"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undoing_a_submission_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    undo_paths(&format!("sqlite://{}", dir.path().join("s.db").display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undoing_a_submission_on_mysql() {
+    let db = Database::create("undo").await;
+    undo_paths(&db.url()).await;
+}
