@@ -113,21 +113,14 @@ impl FinalRead<'_> {
                 return;
             }
         };
-        for q in self.names.work_queues() {
-            match depth(&conn, &q).await {
-                Ok(n) => {
-                    let before = state.queues.insert(q.clone(), u64::from(n));
-                    if let Some(b) = before.filter(|b| *b < u64::from(n)) {
-                        state.notes.push(format!(
-                            "{q}: {n} messages once the consumers stopped, {b} before: \
-                             they were held unacknowledged"
-                        ));
-                    }
-                }
-                Err(e) => {
-                    state.notes.push(format!("queue {q} after stop: {e}"));
-                    state.unread.queues.insert(q);
-                }
+        let before = state.queues.clone();
+        read_depths(&conn, self.names.work_queues(), state).await;
+        for (q, n) in &state.queues {
+            if let Some(b) = before.get(q).filter(|b| *b < n) {
+                state.notes.push(format!(
+                    "{q}: {n} messages once the consumers stopped, {b} before: \
+                     they were held unacknowledged"
+                ));
             }
         }
         let _ = conn.close(200, "final read done".into()).await;
@@ -197,17 +190,7 @@ impl FinalRead<'_> {
     }
 
     async fn read_queues(&self, conn: &lapin::Connection, state: &mut FinalState) {
-        for q in self.names.queues() {
-            match depth(conn, &q).await {
-                Ok(n) => {
-                    state.queues.insert(q, u64::from(n));
-                }
-                Err(e) => {
-                    state.notes.push(format!("queue {q}: {e}"));
-                    state.unread.queues.insert(q);
-                }
-            }
-        }
+        read_depths(conn, self.names.queues(), state).await;
         match drain(conn, &self.names.dead_letter_queue()).await {
             Ok(letters) => state.dead_letters = letters,
             Err(e) => {
@@ -230,6 +213,21 @@ impl FinalRead<'_> {
                     state.notes.push(format!("task {id}: {e}"));
                     state.unread.tasks.insert(id.clone());
                 }
+            }
+        }
+    }
+}
+
+/// Records each queue's depth in `state`, or that it could not be read.
+async fn read_depths(conn: &lapin::Connection, queues: Vec<String>, state: &mut FinalState) {
+    for q in queues {
+        match depth(conn, &q).await {
+            Ok(n) => {
+                state.queues.insert(q, u64::from(n));
+            }
+            Err(e) => {
+                state.notes.push(format!("queue {q}: {e}"));
+                state.unread.queues.insert(q);
             }
         }
     }

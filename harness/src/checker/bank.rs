@@ -346,14 +346,7 @@ mod tests {
         let mut s = FinalState::default();
         submit(&h, 0, "k", credit("acc", 9), OpType::Info, json!(null));
         s.tasks.insert("t".into(), done("SUCCESS"));
-        s.callbacks.push(crate::final_state::CallbackRecord {
-            key: Some("k".into()),
-            event_id: Some("e".into()),
-            task_id: Some("t".into()),
-            status: Some("SUCCESS".into()),
-            signature_valid: true,
-            time_ns: 0,
-        });
+        s.callbacks.push(called_back("k", "t"));
         s.balances.insert("acc".into(), 0);
         let v = Bank.check(&h.ops(), &s);
         assert_eq!(v.anomaly_count("lost_effect"), 1, "{v:?}");

@@ -117,7 +117,7 @@ mod tests {
     use super::*;
     use crate::{
         checker::fixtures::*,
-        final_state::{CallbackRecord, DeadLetter, TaskView},
+        final_state::{DeadLetter, TaskView},
         history::History,
     };
 
@@ -223,17 +223,6 @@ mod tests {
         let v = TaskLedger.check(&h.ops(), &s);
         assert_eq!(v.validity, reports::Validity::Valid, "{v:?}");
         assert_eq!(v.counts["recovered"], 1);
-    }
-
-    fn called_back(key: &str, task: &str) -> CallbackRecord {
-        CallbackRecord {
-            key: Some(key.into()),
-            event_id: Some(format!("e-{task}")),
-            task_id: Some(task.into()),
-            status: Some("SUCCESS".into()),
-            signature_valid: true,
-            time_ns: 0,
-        }
     }
 
     #[test]

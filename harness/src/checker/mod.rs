@@ -29,7 +29,7 @@ pub use slo::Slo;
 
 use crate::{
     final_state::FinalState,
-    history::{f, pairs, Op, OpType},
+    history::{f, pairs, Op, OpType, Pair},
 };
 
 /// A property checked over a history and the final state.
@@ -117,9 +117,9 @@ pub(crate) fn tasks_by_key(
     map
 }
 
-/// Task ids whose accepted submission asked for a callback. Taken from what the workload sent,
-/// not from the task view, which the contract does not oblige to show `callback_url`.
-pub(crate) fn owed_callbacks(history: &[Op]) -> std::collections::BTreeSet<String> {
+/// The accepted submissions that asked for a callback. Taken from what the workload sent, not
+/// from the task view, which the contract does not oblige to show `callback_url`.
+pub(crate) fn asking_for_callbacks(history: &[Op]) -> Vec<Pair<'_>> {
     pairs(history)
         .into_iter()
         .filter(|p| p.invoke.f == f::SUBMIT && p.outcome() == OpType::Ok)
@@ -128,6 +128,13 @@ pub(crate) fn owed_callbacks(history: &[Op]) -> std::collections::BTreeSet<Strin
                 .get("callback_url")
                 .is_some_and(|u| !u.is_null())
         })
+        .collect()
+}
+
+/// Task ids whose accepted submission asked for a callback.
+pub(crate) fn owed_callbacks(history: &[Op]) -> std::collections::BTreeSet<String> {
+    asking_for_callbacks(history)
+        .into_iter()
         .filter_map(|p| p.completion?.value["task_id"].as_str().map(str::to_string))
         .collect()
 }
@@ -158,7 +165,22 @@ pub(crate) mod fixtures {
 
     use serde_json::{json, Value};
 
-    use crate::history::{f, History, OpType, Process, NEMESIS};
+    use crate::{
+        final_state::CallbackRecord,
+        history::{f, History, OpType, Process, NEMESIS},
+    };
+
+    /// A validly signed SUCCESS callback for `task`, sent to the hook of `key`.
+    pub fn called_back(key: &str, task: &str) -> CallbackRecord {
+        CallbackRecord {
+            key: Some(key.into()),
+            event_id: Some(format!("e-{task}")),
+            task_id: Some(task.into()),
+            status: Some("SUCCESS".into()),
+            signature_valid: true,
+            time_ns: 0,
+        }
+    }
 
     /// Records a submission of `body` under `key` by `process` with the given completion.
     pub fn submit(

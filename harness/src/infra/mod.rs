@@ -15,6 +15,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::nemesis::Fault;
 
+/// A port on 127.0.0.1 that was free a moment ago (a server started on it may still lose it
+/// to another process).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
 /// Which broker a run wants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]

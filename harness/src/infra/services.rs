@@ -5,7 +5,7 @@
 //! Each run gets a database of its own (created here, dropped when the handle goes), so runs
 //! sharing a server never see each other's rows.
 
-use std::{net::TcpListener, path::Path, process::Command, time::Duration};
+use std::{path::Path, process::Command, time::Duration};
 
 use crate::proc::Proc;
 
@@ -30,8 +30,7 @@ fn failed(what: &str, detail: impl std::fmt::Display) -> ServiceError {
 }
 
 fn free_port() -> Result<u16, ServiceError> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| failed("free port", e))?;
-    Ok(l.local_addr().map_err(|e| failed("free port", e))?.port())
+    super::free_port().map_err(|e| failed("free port", e))
 }
 
 fn installed(program: &str) -> bool {

@@ -2,7 +2,7 @@
 //! on the same HTTP address so that clients and links keep working across restarts.
 
 use std::{
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Command, ExitStatus},
     sync::Mutex,
@@ -25,10 +25,6 @@ pub struct SutProcess {
     proc: Mutex<Option<Proc>>,
 }
 
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 impl SutProcess {
     /// Prepares `program args... --http-addr <free port>`, logging to `<log_dir>/<name>.log`.
     pub fn new(
@@ -37,7 +33,10 @@ impl SutProcess {
         args: Vec<String>,
         log_dir: &Path,
     ) -> Result<SutProcess, SutError> {
-        let http_addr = SocketAddr::from(([127, 0, 0, 1], free_port().map_err(SutError::Io)?));
+        let http_addr = SocketAddr::from((
+            [127, 0, 0, 1],
+            crate::infra::free_port().map_err(SutError::Io)?,
+        ));
         let mut args = args;
         args.extend(["--http-addr".to_string(), http_addr.to_string()]);
         Ok(SutProcess {

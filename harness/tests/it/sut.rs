@@ -164,11 +164,7 @@ async fn the_system_speaks_tls_to_the_broker_and_refuses_an_unknown_issuer() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::create(&dir.path().join("pki")).unwrap();
-    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let tls_port = harness::infra::free_port().unwrap();
     let opts = NodeOptions {
         config: pki.rabbitmq_listener(tls_port),
         ..NodeOptions::default()
