@@ -127,6 +127,20 @@ impl RunDir {
         parameters: BTreeMap<String, serde_json::Value>,
         verdicts: Vec<Verdict>,
     ) -> Result<RunReport, reports::ReportError> {
+        let mut report = self.report(suite, sut, parameters, verdicts);
+        self.write_report(&mut report)?;
+        Ok(report)
+    }
+
+    /// The sealed report of this run so far, for a suite that adds its own measurements
+    /// before [`RunDir::write_report`].
+    pub fn report(
+        &self,
+        suite: &str,
+        sut: BTreeMap<String, String>,
+        parameters: BTreeMap<String, serde_json::Value>,
+        verdicts: Vec<Verdict>,
+    ) -> RunReport {
         let mut report = RunReport {
             schema: SCHEMA.to_string(),
             name: self.name.clone(),
@@ -138,11 +152,18 @@ impl RunDir {
             parameters,
             verdicts,
             validity: Validity::Unknown,
-            artifacts: self.artifacts(),
+            artifacts: Vec::new(),
+            load: None,
         };
         report.seal();
-        report.write_json(&self.file("verdict.json"))?;
-        Ok(report)
+        report
+    }
+
+    /// Writes `verdict.json`, listing the run's files as they are now.
+    pub fn write_report(&self, report: &mut RunReport) -> Result<(), reports::ReportError> {
+        report.artifacts = self.artifacts();
+        report.seal();
+        report.write_json(&self.file("verdict.json"))
     }
 }
 

@@ -5,11 +5,20 @@
 
 use std::{collections::BTreeMap, path::Path};
 
+pub mod load;
+mod series;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Identifies the format; bumped on incompatible changes.
-pub const SCHEMA: &str = "rmq-harness/run-report/v1";
+pub use load::LoadReport;
+pub use series::Series;
+
+/// Identifies the format; bumped when it changes. v2 added the load suite's measurements.
+pub const SCHEMA: &str = "rmq-harness/run-report/v2";
+
+/// Earlier formats this version still reads: each is a subset of the current one.
+const READABLE: [&str; 2] = ["rmq-harness/run-report/v1", SCHEMA];
 
 /// Whether a checker found the property to hold (Jepsen's `:valid?`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -161,6 +170,9 @@ pub struct RunReport {
     pub validity: Validity,
     #[serde(default)]
     pub artifacts: Vec<Artifact>,
+    /// What a load run measured (suite `loadtests`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadReport>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -199,17 +211,19 @@ impl RunReport {
             path: shown.clone(),
             source,
         })?;
-        let report: RunReport =
+        let mut report: RunReport =
             serde_json::from_str(&text).map_err(|source| ReportError::Format {
                 path: shown.clone(),
                 source,
             })?;
-        if report.schema != SCHEMA {
+        if !READABLE.contains(&report.schema.as_str()) {
             return Err(ReportError::Schema {
                 path: shown,
                 found: report.schema,
             });
         }
+        // An older format is a subset of this one: it reads as this one.
+        report.schema = SCHEMA.to_string();
         Ok(report)
     }
 }
@@ -261,6 +275,7 @@ mod tests {
             verdicts: vec![Verdict::new("a")],
             validity: Validity::Unknown,
             artifacts: vec![],
+            load: None,
         };
         report.seal();
         assert_eq!(report.validity, Validity::Valid);
