@@ -16,7 +16,7 @@ use crate::{
     broker::{topology::Names, Broker, Topology},
     cache::UserCache,
     callbacks::AllowList,
-    config::{CallbackConfig, Config, Mode, PublishStrategy},
+    config::{CallbackConfig, Config, DbIndexes, Mode, PublishStrategy},
     dispatch::Dispatcher,
     http::{self, ApiState, OpsState, Tokens},
     metrics,
@@ -70,6 +70,10 @@ pub async fn start(config: Config, mode: Mode) -> anyhow::Result<Running> {
                 crate::config::redact_url(&config.database_url)
             )
         })?;
+    store
+        .set_secondary_indexes(tuning.db_indexes == DbIndexes::Full)
+        .await
+        .context("cannot apply --db-indexes")?;
     let names = Names {
         prefix: config.prefix.clone(),
         retry_delays: tuning.retry_delays.clone(),

@@ -74,6 +74,34 @@ pub enum LogFormat {
     Json,
 }
 
+/// How log lines (one per request: the access log) reach standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogWriter {
+    /// Each line is written by the thread that logs it, inside the request.
+    Blocking,
+    /// Lines are queued to a writer thread (the seed's "asynchronous log writing"); a full
+    /// queue makes the logger wait rather than drop lines, and a kill -9 loses the lines
+    /// still queued.
+    NonBlocking,
+}
+
+/// Whether responses are gzip-compressed for clients that accept it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Compression {
+    Gzip,
+    Off,
+}
+
+/// The store's secondary indexes: those of the outbox relay's, the callback dispatcher's
+/// and housekeeping's queries. Keys and unique constraints are never dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DbIndexes {
+    /// Created when missing.
+    Full,
+    /// Dropped: those queries scan their tables (the seed's "before" schema).
+    None,
+}
+
 /// Options shared by all modes.
 #[derive(Clone, Args)]
 pub struct Config {
@@ -116,6 +144,10 @@ pub struct Config {
     /// Log format (the filter is read from RUST_LOG, default `info`).
     #[arg(long, env = "REFERENCE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Log writing: blocking (in the request) | non-blocking (a writer thread).
+    #[arg(long, env = "REFERENCE_LOG_WRITER", value_enum, default_value_t = LogWriter::Blocking)]
+    pub log_writer: LogWriter,
 }
 
 /// Where the broker is and whom to trust on the way.
@@ -271,6 +303,14 @@ pub struct Tuning {
     /// Idle polling interval of the outbox relay and the callback dispatcher.
     #[arg(long, env = "REFERENCE_POLL_INTERVAL", value_parser = parse_duration, default_value = "200ms")]
     pub poll_interval: Duration,
+
+    /// Response compression for clients that accept it: gzip | off.
+    #[arg(long, env = "REFERENCE_COMPRESSION", value_enum, default_value_t = Compression::Gzip)]
+    pub compression: Compression,
+
+    /// Secondary indexes of the store: full | none (dropped at start-up; keys stay).
+    #[arg(long, env = "REFERENCE_DB_INDEXES", value_enum, default_value_t = DbIndexes::Full)]
+    pub db_indexes: DbIndexes,
 }
 
 /// Result callbacks to `callback_url`.
@@ -437,6 +477,7 @@ impl fmt::Debug for Config {
             .field("tuning", &self.tuning)
             .field("callback_allow", &self.callbacks.allow)
             .field("log_format", &self.log_format)
+            .field("log_writer", &self.log_writer)
             .finish()
     }
 }
@@ -489,6 +530,9 @@ mod tests {
             c.tuning.rate_limit.is_none(),
             "rate limiting is off by default"
         );
+        assert_eq!(c.tuning.compression, Compression::Gzip);
+        assert_eq!(c.tuning.db_indexes, DbIndexes::Full);
+        assert_eq!(c.log_writer, LogWriter::Blocking);
         c.validate().unwrap();
     }
 

@@ -4,10 +4,10 @@ use clap::{Parser, Subcommand};
 use lapin::DefaultConnectionBuilder;
 use reference::{
     broker::{topology::Names, Topology},
-    config::{BrokerArgs, Config, LogFormat, QueueType},
+    config::{BrokerArgs, Config, LogFormat, LogWriter, QueueType},
     Mode,
 };
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{fmt::writer::BoxMakeWriter, EnvFilter};
 
 /// API + RabbitMQ worker reference system.
 ///
@@ -71,17 +71,33 @@ async fn teardown(args: TeardownArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_tracing(format: LogFormat) {
+/// Installs the logger; the returned guard flushes a non-blocking writer's queue when dropped,
+/// so it lives as long as `main`.
+fn init_tracing(
+    format: LogFormat,
+    writer: LogWriter,
+) -> Option<tracing_appender::non_blocking::WorkerGuard> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (make_writer, guard) = match writer {
+        LogWriter::Blocking => (BoxMakeWriter::new(std::io::stderr), None),
+        LogWriter::NonBlocking => {
+            // Not lossy: a full queue slows the logger down instead of dropping lines.
+            let (w, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+                .lossy(false)
+                .finish(std::io::stderr());
+            (BoxMakeWriter::new(w), Some(guard))
+        }
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(make_writer)
         // Colours only for a terminal: log files and collectors get plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+    guard
 }
 
 async fn shutdown_signal() {
@@ -101,11 +117,11 @@ async fn main() -> ExitCode {
         ModeCommand::Worker(c) => (Mode::Worker, c),
         ModeCommand::All(c) => (Mode::All, c),
         ModeCommand::Teardown(args) => {
-            init_tracing(LogFormat::Text);
+            let _log = init_tracing(LogFormat::Text, LogWriter::Blocking);
             return exit_code(teardown(args).await);
         }
     };
-    init_tracing(config.log_format);
+    let _log = init_tracing(config.log_format, config.log_writer);
     let result = async {
         let running = reference::start(config, mode).await?;
         running.run_until(shutdown_signal()).await

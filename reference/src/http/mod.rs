@@ -35,7 +35,7 @@ pub use ops::OpsState;
 use crate::{
     cache::UserCache,
     callbacks::AllowList,
-    config::Tuning,
+    config::{Compression, Tuning},
     envelope::{json_response, ApiError, Code},
     publisher::Publisher,
     store::Store,
@@ -110,9 +110,23 @@ pub fn worker_router(ops: OpsState, tuning: &Tuning) -> Router {
 }
 
 /// Layers every response passes, outermost first: panics, request ids, access log, metrics,
-/// gzip, CORS, the envelope guard, the request timeout and the body limit.
+/// gzip (unless `--compression off`), CORS, the envelope guard, the request timeout and the
+/// body limit.
 pub fn with_common_layers(router: Router, tuning: &Tuning) -> Router {
-    let layers = ServiceBuilder::new()
+    let inner = ServiceBuilder::new()
+        .layer(cors::CorsForBrowsers::new(&tuning.cors_origins))
+        .layer(from_fn(middleware::envelope_guard))
+        .layer(from_fn_with_state(
+            tuning.request_timeout,
+            middleware::timeout,
+        ))
+        .layer(DefaultBodyLimit::max(tuning.body_limit));
+    let router = router.fallback(not_found).layer(inner);
+    let router = match tuning.compression {
+        Compression::Gzip => router.layer(CompressionLayer::new()),
+        Compression::Off => router,
+    };
+    let outer = ServiceBuilder::new()
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(
@@ -122,16 +136,8 @@ pub fn with_common_layers(router: Router, tuning: &Tuning) -> Router {
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(from_fn(middleware::record_metrics))
-        .layer(CompressionLayer::new())
-        .layer(cors::CorsForBrowsers::new(&tuning.cors_origins))
-        .layer(from_fn(middleware::envelope_guard))
-        .layer(from_fn_with_state(
-            tuning.request_timeout,
-            middleware::timeout,
-        ))
-        .layer(DefaultBodyLimit::max(tuning.body_limit));
-    router.fallback(not_found).layer(layers)
+        .layer(from_fn(middleware::record_metrics));
+    router.layer(outer)
 }
 
 /// The access log's span: method, path, request id. Never headers: they carry tokens.

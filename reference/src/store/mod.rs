@@ -5,6 +5,7 @@
 //! for the lock instead of failing on upgrade.
 
 mod deliveries;
+mod indexes;
 mod retention;
 mod tasks;
 mod users;

@@ -254,6 +254,23 @@ async fn rate_limit_answers_429_in_the_envelope() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compression_can_be_switched_off() {
+    let mut world = World::new("nogzip");
+    let app = world.start(Mode::Api, &["--compression", "off"]).await;
+    let c = &app.client;
+    let plain = c
+        .send(
+            c.http
+                .get(c.url("/api/v1/openapi.json"))
+                .header("accept-encoding", "gzip"),
+        )
+        .await;
+    assert_eq!(plain.header("content-encoding"), None);
+    assert!(plain.json()["paths"].is_object());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_ids_gzip_cors_metrics_openapi_readiness() {
     let mut world = World::new("ops");
     let app = world.start(Mode::All, &[]).await;
