@@ -103,6 +103,15 @@ impl SutProcess {
         }
     }
 
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<i32> {
+        self.proc
+            .lock()
+            .expect("sut process lock")
+            .as_ref()
+            .map(Proc::pid)
+    }
+
     pub fn is_running(&self) -> bool {
         self.proc
             .lock()
