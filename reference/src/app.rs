@@ -18,7 +18,7 @@ use crate::{
     callbacks::AllowList,
     config::{CallbackConfig, Config, DbIndexes, Mode, PublishStrategy},
     dispatch::Dispatcher,
-    http::{self, ApiState, OpsState, Tokens},
+    http::{self, ApiParts, ApiState, OpsState, Tokens},
     metrics,
     model::now_ms,
     publisher::Publisher,
@@ -62,14 +62,18 @@ pub async fn start(config: Config, mode: Mode) -> anyhow::Result<Running> {
     let intake = CancellationToken::new();
     let background = CancellationToken::new();
 
-    let store = Store::connect(&config.database_url, tuning.connect_timeout)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot open the store at {}",
-                crate::config::redact_url(&config.database_url)
-            )
-        })?;
+    let store = Store::connect_with(
+        &config.database_url,
+        tuning.connect_timeout,
+        tuning.sqlite_synchronous.durability(),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "cannot open the store at {}",
+            crate::config::redact_url(&config.database_url)
+        )
+    })?;
     store
         .set_secondary_indexes(tuning.db_indexes == DbIndexes::Full)
         .await
@@ -197,7 +201,7 @@ impl Running {
             housekeeping(housekeeping_store, ttl, retention, stop).await;
             "housekeeping"
         });
-        let state = ApiState {
+        let state = ApiState::new(ApiParts {
             store: store.clone(),
             cache: UserCache::new(
                 config.strategies.cache,
@@ -209,7 +213,7 @@ impl Running {
             allow: Arc::new(AllowList::parse(&config.callbacks.allow)),
             key_lease: tuning.request_timeout + KEY_LEASE_MARGIN,
             submit_timeout: tuning.request_timeout.mul_f64(SUBMIT_SHARE),
-        };
+        });
         let tokens = Tokens::new(config.token.as_deref(), config.read_token.as_deref());
         http::api_router(state, ops, tokens, tuning)
     }
@@ -222,7 +226,9 @@ impl Running {
         redis: Option<redis::aio::ConnectionManager>,
     ) {
         let tuning = &config.tuning;
+        let deliveries_owed = Arc::new(tokio::sync::Notify::new());
         let processor = Processor {
+            deliveries_owed: deliveries_owed.clone(),
             store: store.clone(),
             topology: broker.topology().clone(),
             dedupe: config.strategies.dedupe,
@@ -247,6 +253,7 @@ impl Running {
             broker.clone(),
             config.callbacks.clone(),
             tuning.poll_interval,
+            deliveries_owed,
         );
         let stop = self.background.clone();
         self.background_parts.spawn(async move {

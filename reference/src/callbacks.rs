@@ -36,11 +36,21 @@ impl TaskEvent {
     }
 }
 
+/// The id of a task's terminal event: the same for every delivery of it (retries, a second
+/// finish by a redelivered copy). Shaped as a UUIDv7 carrying the task's own timestamp, with
+/// the rest from a name-based hash of task and outcome, so that ids of events written
+/// together sort together and the store's index on them grows at its end.
 pub fn event_id(task_id: uuid::Uuid, status: TaskStatus) -> uuid::Uuid {
-    uuid::Uuid::new_v5(
+    let hashed = uuid::Uuid::new_v5(
         &EVENT_NAMESPACE,
         format!("{task_id}:{}", status.as_str()).as_bytes(),
-    )
+    );
+    let mut bytes = *hashed.as_bytes();
+    bytes[..6].copy_from_slice(&task_id.as_bytes()[..6]);
+    uuid::Builder::from_bytes(bytes)
+        .with_version(uuid::Version::SortRand)
+        .with_variant(uuid::Variant::RFC4122)
+        .into_uuid()
 }
 
 pub use contract::signature::{sign, verify};
@@ -97,6 +107,14 @@ mod tests {
             event_id(id, TaskStatus::Success),
             event_id(id, TaskStatus::Failed)
         );
+        let later = uuid::Uuid::now_v7();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let latest = uuid::Uuid::now_v7();
+        assert!(
+            event_id(later, TaskStatus::Success) < event_id(latest, TaskStatus::Failed),
+            "ids follow their tasks' time"
+        );
+        assert_eq!(event_id(id, TaskStatus::Success).get_version_num(), 7);
     }
 
     #[test]

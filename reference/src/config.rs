@@ -92,6 +92,25 @@ pub enum Compression {
     Off,
 }
 
+/// What a SQLite commit waits for (`PRAGMA synchronous`; the store runs in WAL mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SqliteSynchronous {
+    /// Each commit is on disk before it returns: a power loss loses nothing committed.
+    Full,
+    /// Commits reach the disk at checkpoints: a killed process loses nothing, a power loss
+    /// may lose the last commits.
+    Normal,
+}
+
+impl SqliteSynchronous {
+    pub fn durability(self) -> crate::store::Durability {
+        match self {
+            SqliteSynchronous::Full => crate::store::Durability::Full,
+            SqliteSynchronous::Normal => crate::store::Durability::Normal,
+        }
+    }
+}
+
 /// The store's secondary indexes: those of the outbox relay's, the callback dispatcher's
 /// and housekeeping's queries. Keys and unique constraints are never dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -145,8 +164,8 @@ pub struct Config {
     #[arg(long, env = "REFERENCE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// Log writing: blocking (in the request) | non-blocking (a writer thread).
-    #[arg(long, env = "REFERENCE_LOG_WRITER", value_enum, default_value_t = LogWriter::Blocking)]
+    /// Log writing: non-blocking (a writer thread) | blocking (in the request).
+    #[arg(long, env = "REFERENCE_LOG_WRITER", value_enum, default_value_t = LogWriter::NonBlocking)]
     pub log_writer: LogWriter,
 }
 
@@ -244,11 +263,11 @@ pub struct Tuning {
     pub retry_delays: Vec<Duration>,
 
     /// Unacknowledged deliveries the broker sends a worker ahead of time.
-    #[arg(long, env = "REFERENCE_PREFETCH", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, env = "REFERENCE_PREFETCH", default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
 
     /// Tasks a worker processes at once.
-    #[arg(long, env = "REFERENCE_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    #[arg(long, env = "REFERENCE_CONCURRENCY", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub concurrency: u32,
 
     /// Time to live of cached users.
@@ -311,6 +330,11 @@ pub struct Tuning {
     /// Secondary indexes of the store: full | none (dropped at start-up; keys stay).
     #[arg(long, env = "REFERENCE_DB_INDEXES", value_enum, default_value_t = DbIndexes::Full)]
     pub db_indexes: DbIndexes,
+
+    /// SQLite commits: full (on disk before they return; survives power loss) | normal
+    /// (survives a killed process, not a power loss).
+    #[arg(long, env = "REFERENCE_SQLITE_SYNCHRONOUS", value_enum, default_value_t = SqliteSynchronous::Full)]
+    pub sqlite_synchronous: SqliteSynchronous,
 }
 
 /// Result callbacks to `callback_url`.
@@ -532,7 +556,7 @@ mod tests {
         );
         assert_eq!(c.tuning.compression, Compression::Gzip);
         assert_eq!(c.tuning.db_indexes, DbIndexes::Full);
-        assert_eq!(c.log_writer, LogWriter::Blocking);
+        assert_eq!(c.log_writer, LogWriter::NonBlocking);
         c.validate().unwrap();
     }
 

@@ -16,6 +16,9 @@
 //! | `reference_retention_deleted_total` | counter | table |
 //! | `reference_callbacks_total` | counter | kind, outcome |
 //! | `reference_broker_connected` | gauge | |
+//! | `reference_store_commits_total` | counter | outcome |
+//! | `reference_store_commit_writes_total` | counter | |
+//! | `reference_store_commit_seconds` | histogram | |
 //!
 //! `reference_outbox_backlog` is the whole shared outbox as one API process counts it (every
 //! replica reports the same number: aggregate with max), NaN while the store cannot be read.
@@ -146,6 +149,14 @@ pub fn callback(kind: &str, outcome: &'static str) {
 
 pub fn broker_connected(up: bool) {
     metrics::gauge!("reference_broker_connected").set(if up { 1.0 } else { 0.0 });
+}
+
+/// A group commit of the store: how many writes it carried and how long it took.
+pub fn store_commit(writes: usize, seconds: f64, ok: bool) {
+    let outcome = if ok { "committed" } else { "failed" };
+    metrics::counter!("reference_store_commits_total", "outcome" => outcome).increment(1);
+    metrics::counter!("reference_store_commit_writes_total").increment(writes as u64);
+    metrics::histogram!("reference_store_commit_seconds").record(seconds);
 }
 
 #[cfg(test)]

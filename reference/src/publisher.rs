@@ -58,6 +58,15 @@ impl Publisher {
         self.relay_wakeup.clone()
     }
 
+    pub fn strategy(&self) -> PublishStrategy {
+        self.strategy
+    }
+
+    /// Tells the relay that outbox rows were written.
+    pub fn wake_relay(&self) {
+        self.relay_wakeup.notify_one();
+    }
+
     fn label(&self) -> &'static str {
         match self.strategy {
             PublishStrategy::Outbox => "outbox",
@@ -66,14 +75,12 @@ impl Publisher {
         }
     }
 
-    /// Makes the task durable and on its way, and stores `response` under the held key.
-    ///
-    /// Outbox: one transaction (task, outbox row, key); the relay publishes later, so this
-    /// succeeds while the broker is away. Confirm and fire-and-forget: the task is written and
-    /// published in the request; `published` is set once the broker has the message, so that a
-    /// caller who gives up or sees the key's completion fail keeps the task rather than undoing
-    /// it. On an error the caller undoes the submission ([`Store::abandon_submission`]), which
-    /// also covers a submission it gave up waiting for.
+    /// Makes the task durable and on its way in the request, and stores `response` under the
+    /// held key (the confirm and fire-and-forget strategies; the outbox writes key, task and
+    /// outbox row at once with [`Store::submit`]). `published` is set once the broker has the
+    /// message, so that a caller who gives up or sees the key's completion fail keeps the task
+    /// rather than undoing it. On an error the caller undoes the submission
+    /// ([`Store::abandon_submission`]), which also covers a submission it gave up waiting for.
     pub async fn submit(
         &self,
         task: &NewTask,
@@ -81,13 +88,6 @@ impl Publisher {
         response: &StoredResponse,
         published: &AtomicBool,
     ) -> Result<(), SubmitError> {
-        if self.strategy == PublishStrategy::Outbox {
-            self.store
-                .insert_task(task, true, Some((lease, response)))
-                .await?;
-            self.relay_wakeup.notify_one();
-            return Ok(());
-        }
         self.store.insert_task(task, false, None).await?;
         match self.publish_direct(task).await {
             Ok(()) => {

@@ -13,11 +13,12 @@ use super::{
     ApiState,
 };
 use crate::{
+    config::PublishStrategy,
     envelope::{json_response, ok, ApiError, Code, Envelope, ErrorEnvelope, FieldError},
     idempotency::{fingerprint, KeyLease, Reservation, StoredResponse},
     model::{Account, Task, TaskAccepted, TaskStatus},
     publisher::SubmitError,
-    store::{Abandoned, NewTask},
+    store::{Abandoned, NewTask, Submission},
     validation::{
         check_idempotency_key, from_json, is_account_id, CreateTaskRequest, ValidTask,
         ACCOUNT_ID_RULE,
@@ -43,21 +44,14 @@ pub async fn create(
     // Fingerprinted before validation consumes the body, so the body is never copied.
     let fingerprint = fingerprint(&body);
     let task = from_json::<CreateTaskRequest>(body, "")?.validate_input(&s.allow)?;
+    if s.publisher.strategy() == PublishStrategy::Outbox {
+        return submit_to_outbox(&s, &key, &fingerprint, task).await;
+    }
     let lease = match s.store.reserve_key(&key, &fingerprint, s.key_lease).await? {
         Reservation::Reserved(lease) => lease,
         Reservation::Replay(stored) => return Ok(respond(&stored, true)),
-        Reservation::Mismatch => {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Code::IdempotencyKeyReused,
-                "this Idempotency-Key was used with a different request body",
-            ))
-        }
-        Reservation::InFlight => {
-            return Err(ApiError::conflict(
-                "a request with this Idempotency-Key is still being processed",
-            ))
-        }
+        Reservation::Mismatch => return Err(key_reused()),
+        Reservation::InFlight => return Err(key_in_flight()),
     };
     // Run the submission in its own task: a client that disconnects or a server timeout must
     // not leave the reserved key half-done.
@@ -65,6 +59,56 @@ pub async fn create(
         .await
         .map_err(ApiError::internal)??;
     Ok(respond(&stored, false))
+}
+
+fn key_reused() -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Code::IdempotencyKeyReused,
+        "this Idempotency-Key was used with a different request body",
+    )
+}
+
+fn key_in_flight() -> ApiError {
+    ApiError::conflict("a request with this Idempotency-Key is still being processed")
+}
+
+/// The outbox strategy: key, task and outbox row in one write, shared with other requests'
+/// writes (group commit). Nothing is held while it waits: a submission still queued when the
+/// request gives up is dropped unwritten (503, and a retry starts afresh); one already
+/// written stays, and a retry with the same key replays its 202.
+async fn submit_to_outbox(
+    s: &ApiState,
+    key: &str,
+    fingerprint: &str,
+    task: ValidTask,
+) -> Result<Response, ApiError> {
+    let new = NewTask {
+        id: uuid::Uuid::now_v7(),
+        spec: task.spec,
+        callback_url: task.callback_url,
+    };
+    let stored = accepted_response(&new);
+    let submission = s
+        .store
+        .submit(key, fingerprint, new, stored.clone(), s.key_lease);
+    let submitted = tokio::time::timeout(s.submit_timeout, submission)
+        .await
+        .map_err(|_| {
+            ApiError::unavailable(format!(
+                "the submission did not finish within {:?}; retry with the same Idempotency-Key",
+                s.submit_timeout
+            ))
+        })??;
+    match submitted {
+        Submission::Accepted => {
+            s.publisher.wake_relay();
+            Ok(respond(&stored, false))
+        }
+        Submission::Replay(stored) => Ok(respond(&stored, true)),
+        Submission::Mismatch => Err(key_reused()),
+        Submission::InFlight => Err(key_in_flight()),
+    }
 }
 
 /// Submits under the held key, within `submit_timeout` (shorter than the key's lease, so this

@@ -2,9 +2,11 @@
 //! migrations create and `--db-indexes none` drops (the seed's schema before its index
 //! optimisation). Primary keys and unique constraints are never touched: they carry meaning.
 
-use sqlx::Row;
-
-use super::{Dialect, Store, StoreError};
+use super::{
+    db::{Db, P},
+    group::Op,
+    Dialect, Store, StoreError,
+};
 
 /// `(index, table, columns)`, as the migrations create them.
 const SECONDARY: [(&str, &str, &str); 4] = [
@@ -18,50 +20,83 @@ const SECONDARY: [(&str, &str, &str); 4] = [
     ),
 ];
 
-/// MySQL's "duplicate key name" and "can't drop; check that it exists": another process
-/// made the same change first.
-const RACED: [&str; 2] = ["1061", "1091"];
+/// MySQL's "duplicate key name" and "can't drop; check that it exists", SQLite's "already
+/// exists" and "no such index": another process made the same change first.
+const RACED: [&str; 4] = ["1061", "1091", "already exists", "no such index"];
 
-impl Store {
-    /// Creates the secondary indexes that are missing (`present`), or drops those that exist.
-    pub async fn set_secondary_indexes(&self, present: bool) -> Result<(), StoreError> {
+/// Creates the secondary indexes that are missing (`present`), or drops those that exist.
+struct SetSecondaryIndexes(bool);
+
+impl Op for SetSecondaryIndexes {
+    type Out = ();
+
+    async fn apply(&self, db: &mut dyn Db) -> Result<(), StoreError> {
+        let present = self.0;
         for (index, table, columns) in SECONDARY {
-            if self.has_index(table, index).await? == present {
+            if has_index(db, table, index).await? == present {
                 continue;
             }
-            let sql = match (present, self.dialect) {
+            let sql = match (present, db.dialect()) {
                 (true, _) => format!("CREATE INDEX {index} ON {table} ({columns})"),
                 (false, Dialect::Sqlite) => format!("DROP INDEX {index}"),
                 (false, Dialect::MySql) => format!("DROP INDEX {index} ON {table}"),
             };
-            match sqlx::query(&sql).execute(&self.pool).await {
+            match db.execute(&sql, &[]).await {
                 Ok(_) => tracing::info!(index, present, "secondary index changed"),
-                Err(sqlx::Error::Database(e))
-                    if e.code().is_some_and(|c| RACED.contains(&c.as_ref())) => {}
-                Err(sqlx::Error::Database(e)) if e.message().contains("already exists") => {}
-                Err(e) => return Err(e.into()),
+                // Another process made the same change first.
+                Err(StoreError::Db(e)) if RACED.iter().any(|c| e.contains(c)) => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(())
     }
+}
 
-    async fn has_index(&self, table: &str, index: &str) -> Result<bool, StoreError> {
-        let query = match self.dialect {
-            Dialect::Sqlite => sqlx::query(
-                "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND name = ?",
-            ),
-            Dialect::MySql => sqlx::query(
-                "SELECT COUNT(*) AS n FROM information_schema.statistics \
-                 WHERE table_schema = DATABASE() AND table_name = ? AND index_name = ?",
-            ),
-        };
-        let n: i64 = query
-            .bind(table)
-            .bind(index)
-            .fetch_one(&self.pool)
-            .await?
-            .try_get("n")?;
-        Ok(n > 0)
+async fn has_index(db: &mut dyn Db, table: &str, index: &str) -> Result<bool, StoreError> {
+    let sql = match db.dialect() {
+        Dialect::Sqlite => {
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND name = ?"
+        }
+        Dialect::MySql => {
+            "SELECT COUNT(*) FROM information_schema.statistics \
+             WHERE table_schema = DATABASE() AND table_name = ? AND index_name = ?"
+        }
+    };
+    Ok(db
+        .query_one(sql, &[P::T(table), P::T(index)])
+        .await?
+        .i64(0)?
+        > 0)
+}
+
+#[cfg(test)]
+struct HasIndex {
+    table: &'static str,
+    index: &'static str,
+}
+
+#[cfg(test)]
+impl Op for HasIndex {
+    type Out = bool;
+
+    async fn apply(&self, db: &mut dyn Db) -> Result<bool, StoreError> {
+        has_index(db, self.table, self.index).await
+    }
+}
+
+impl Store {
+    /// Creates the secondary indexes that are missing (`present`), or drops those that exist.
+    pub async fn set_secondary_indexes(&self, present: bool) -> Result<(), StoreError> {
+        self.alone(SetSecondaryIndexes(present)).await
+    }
+
+    #[cfg(test)]
+    async fn has_index(
+        &self,
+        table: &'static str,
+        index: &'static str,
+    ) -> Result<bool, StoreError> {
+        self.read(HasIndex { table, index }).await
     }
 }
 

@@ -4,7 +4,11 @@
 //! `deliveries` rows; without this they would pile up forever. Rows go in bounded batches so
 //! that one sweep never holds a long lock or a huge transaction beside the workers.
 
-use super::{Dialect, Store, StoreError};
+use super::{
+    db::{Db, P},
+    group::Op,
+    Dialect, Store, StoreError,
+};
 
 /// Delivery states after which nothing will touch the row again (see `deliveries.rs`).
 const FINAL_DELIVERY_STATES: &str = "('delivered', 'given_up')";
@@ -32,37 +36,34 @@ impl Store {
     ) -> Result<Swept, StoreError> {
         let mut swept = Swept::default();
         let (processed, more) = self
-            .delete_batches(before_ms, batch, max_batches, Self::delete_processed_before)
+            .delete_batches(before_ms, batch, max_batches, Table::Processed)
             .await?;
         swept.processed = processed;
         swept.more |= more;
         let (deliveries, more) = self
-            .delete_batches(
-                before_ms,
-                batch,
-                max_batches,
-                Self::delete_final_deliveries_before,
-            )
+            .delete_batches(before_ms, batch, max_batches, Table::FinalDeliveries)
             .await?;
         swept.deliveries = deliveries;
         swept.more |= more;
         Ok(swept)
     }
 
-    async fn delete_batches<'a, F, Fut>(
-        &'a self,
+    async fn delete_batches(
+        &self,
         before_ms: i64,
         batch: u32,
         max_batches: u32,
-        delete: F,
-    ) -> Result<(u64, bool), StoreError>
-    where
-        F: Fn(&'a Store, i64, u32) -> Fut,
-        Fut: std::future::Future<Output = Result<u64, StoreError>>,
-    {
+        table: Table,
+    ) -> Result<(u64, bool), StoreError> {
         let mut total = 0;
         for _ in 0..max_batches {
-            let n = delete(self, before_ms, batch).await?;
+            let n = self
+                .write(DeleteOld {
+                    table,
+                    before_ms,
+                    limit: batch,
+                })
+                .await?;
             total += n;
             if n < u64::from(batch) {
                 return Ok((total, false));
@@ -77,46 +78,78 @@ impl Store {
         before_ms: i64,
         limit: u32,
     ) -> Result<u64, StoreError> {
-        // MySQL refuses LIMIT in an IN-subquery on the table being deleted from, but takes
-        // LIMIT on DELETE itself; SQLite (as built by sqlx) takes only the subquery.
-        let sql = match self.dialect {
-            Dialect::Sqlite => {
-                "DELETE FROM processed_messages WHERE rowid IN \
-                 (SELECT rowid FROM processed_messages WHERE processed_at < ? LIMIT ?)"
-            }
-            Dialect::MySql => "DELETE FROM processed_messages WHERE processed_at < ? LIMIT ?",
-        };
-        let done = sqlx::query(sql)
-            .bind(before_ms)
-            .bind(i64::from(limit))
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
+        self.write(DeleteOld {
+            table: Table::Processed,
+            before_ms,
+            limit,
+        })
+        .await
     }
 
     /// Deletes up to `limit` deliveries that reached a final state before `before_ms`.
-    /// A final row's `next_attempt_at` is when it got there; pending rows are never touched.
     pub async fn delete_final_deliveries_before(
         &self,
         before_ms: i64,
         limit: u32,
     ) -> Result<u64, StoreError> {
-        let sql = match self.dialect {
-            Dialect::Sqlite => format!(
+        self.write(DeleteOld {
+            table: Table::FinalDeliveries,
+            before_ms,
+            limit,
+        })
+        .await
+    }
+}
+
+/// Which rows retention deletes.
+#[derive(Debug, Clone, Copy)]
+enum Table {
+    /// Dedupe records, by when they were processed.
+    Processed,
+    /// Deliveries in a final state, by when they got there (`next_attempt_at`); pending rows
+    /// are never touched.
+    FinalDeliveries,
+}
+
+impl Table {
+    /// MySQL refuses LIMIT in an IN-subquery on the table being deleted from, but takes LIMIT
+    /// on DELETE itself; SQLite (as built here) takes only the subquery.
+    fn delete(self, dialect: Dialect) -> String {
+        match (self, dialect) {
+            (Table::Processed, Dialect::Sqlite) => {
+                "DELETE FROM processed_messages WHERE message_id IN \
+                 (SELECT message_id FROM processed_messages WHERE processed_at < ? LIMIT ?)"
+                    .into()
+            }
+            (Table::Processed, Dialect::MySql) => {
+                "DELETE FROM processed_messages WHERE processed_at < ? LIMIT ?".into()
+            }
+            (Table::FinalDeliveries, Dialect::Sqlite) => format!(
                 "DELETE FROM deliveries WHERE id IN \
                  (SELECT id FROM deliveries WHERE state IN {FINAL_DELIVERY_STATES} \
                  AND next_attempt_at < ? LIMIT ?)"
             ),
-            Dialect::MySql => format!(
+            (Table::FinalDeliveries, Dialect::MySql) => format!(
                 "DELETE FROM deliveries WHERE state IN {FINAL_DELIVERY_STATES} \
                  AND next_attempt_at < ? LIMIT ?"
             ),
-        };
-        let done = sqlx::query(&sql)
-            .bind(before_ms)
-            .bind(i64::from(limit))
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
+        }
+    }
+}
+
+/// Deletes up to `limit` old rows of one table.
+struct DeleteOld {
+    table: Table,
+    before_ms: i64,
+    limit: u32,
+}
+
+impl Op for DeleteOld {
+    type Out = u64;
+
+    async fn apply(&self, db: &mut dyn Db) -> Result<u64, StoreError> {
+        let sql = self.table.delete(db.dialect());
+        db.execute(&sql, &[P::I(self.before_ms), P::I(i64::from(self.limit))])
+            .await
     }
 }

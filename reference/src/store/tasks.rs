@@ -2,11 +2,14 @@
 
 use std::time::Duration;
 
-use sqlx::{any::AnyRow, Row};
-
-use super::{deliveries, opt_text, text, Dialect, Store, StoreError, Tx};
+use super::{
+    db::{Db, Row, P},
+    deliveries,
+    group::Op,
+    keys, Store, StoreError,
+};
 use crate::{
-    idempotency::{KeyLease, Reservation, StoredResponse},
+    idempotency::{KeyLease, StoredResponse},
     message::TaskMessage,
     model::{now_ms, rfc3339, Account, CreditPayload, Task, TaskSpec, TaskStatus},
 };
@@ -78,172 +81,381 @@ pub enum FinishOutcome {
 const TASK_COLUMNS: &str =
     "id, kind, payload, callback_url, status, attempts, result, error, created_at, updated_at";
 
-fn task_from_row(row: &AnyRow) -> Result<Task, StoreError> {
+fn task_from_row(row: &Row) -> Result<Task, StoreError> {
     let corrupt =
         |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("task {what}: {e}"));
-    let id: String = row.try_get("id")?;
-    let payload = text(row, "payload")?;
-    let status: String = row.try_get("status")?;
-    let result = opt_text(row, "result")?;
+    let id = row.text(0)?;
+    let payload = row.text(2)?;
+    let status = row.text(4)?;
+    let result = row.opt_text(6)?;
     Ok(Task {
         id: id.parse().map_err(|e| corrupt("id", &e))?,
-        kind: row.try_get("kind")?,
+        kind: row.text(1)?,
         payload: serde_json::from_str(&payload).map_err(|e| corrupt("payload", &e))?,
-        callback_url: opt_text(row, "callback_url")?,
+        callback_url: row.opt_text(3)?,
         status: TaskStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
-        attempts: row.try_get("attempts")?,
+        attempts: row.i64(5)?,
         result: result
             .map(|r| serde_json::from_str(&r))
             .transpose()
             .map_err(|e| corrupt("result", &e))?,
-        error: opt_text(row, "error")?,
-        created_at: rfc3339(row.try_get("created_at")?),
-        updated_at: rfc3339(row.try_get("updated_at")?),
+        error: row.opt_text(7)?,
+        created_at: rfc3339(row.i64(8)?),
+        updated_at: rfc3339(row.i64(9)?),
     })
 }
 
-fn key_lease(key: &str, token: i64) -> KeyLease {
-    KeyLease {
-        key: key.to_string(),
-        token,
-    }
-}
-
-fn duration_ms(d: Duration) -> i64 {
+pub(super) fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-impl Store {
-    /// Reserves an idempotency key for this request, or says why not.
-    pub async fn reserve_key(
-        &self,
-        key: &str,
-        fingerprint: &str,
-        lease: Duration,
-    ) -> Result<Reservation, StoreError> {
-        // A key deleted between our insert and our read (a released reservation) is retried.
-        for _ in 0..3 {
-            let now = now_ms();
-            let inserted = sqlx::query(
-                "INSERT INTO idempotency_keys (idem_key, fingerprint, state, locked_at, created_at) \
-                 VALUES (?, ?, 'in_flight', ?, ?)",
-            )
-            .bind(key)
-            .bind(fingerprint)
-            .bind(now)
-            .bind(now)
-            .execute(&self.pool)
-            .await;
-            match inserted {
-                Ok(_) => return Ok(Reservation::Reserved(key_lease(key, now))),
-                Err(e) => match StoreError::from(e) {
-                    StoreError::Duplicate => {}
-                    other => return Err(other),
-                },
-            }
-            if let Some(found) = self
-                .existing_key(key, fingerprint, now - duration_ms(lease))
+async fn task_by_id(db: &mut dyn Db, id: &str) -> Result<Option<Task>, StoreError> {
+    let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?");
+    db.query_opt(&sql, &[P::T(id)])
+        .await?
+        .as_ref()
+        .map(task_from_row)
+        .transpose()
+}
+
+/// Writes a PENDING task and, with `outbox`, its outbox row.
+pub(super) async fn insert_task_rows(
+    db: &mut dyn Db,
+    task: &NewTask,
+    outbox: bool,
+    now: i64,
+) -> Result<(), StoreError> {
+    let id = task.id.to_string();
+    let payload = task.spec.payload().to_string();
+    db.execute(
+        &format!("INSERT INTO tasks ({TASK_COLUMNS}) VALUES (?, ?, ?, ?, 'PENDING', 0, NULL, NULL, ?, ?)"),
+        &[
+            P::T(&id),
+            P::T(task.spec.kind()),
+            P::T(&payload),
+            P::opt(task.callback_url.as_deref()),
+            P::I(now),
+            P::I(now),
+        ],
+    )
+    .await?;
+    if outbox {
+        let message = task.message();
+        let body = String::from_utf8(message.encode()).expect("JSON is UTF-8");
+        db.execute(
+            "INSERT INTO outbox (task_id, routing_key, body, created_at) VALUES (?, ?, ?, ?)",
+            &[
+                P::T(&id),
+                P::T(&message.routing_key()),
+                P::T(&body),
+                P::I(now),
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// A task, its outbox row with `outbox`, and with `completion` its key's response: all or
+/// nothing, so that a key lost to another request writes nothing and publishes nothing.
+struct InsertTask {
+    task: NewTask,
+    outbox: bool,
+    completion: Option<(KeyLease, StoredResponse)>,
+}
+
+impl Op for InsertTask {
+    type Out = ();
+
+    async fn apply(&self, db: &mut dyn Db) -> Result<(), StoreError> {
+        insert_task_rows(db, &self.task, self.outbox, now_ms()).await?;
+        if let Some((lease, response)) = &self.completion {
+            keys::complete_key(db, lease, response).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Undoes a submission that did not finish; see [`Store::abandon_submission`].
+struct AbandonSubmission {
+    lease: KeyLease,
+    task_id: String,
+    response: StoredResponse,
+    published: bool,
+}
+
+impl Op for AbandonSubmission {
+    type Out = Abandoned;
+
+    async fn apply(&self, db: &mut dyn Db) -> Result<Abandoned, StoreError> {
+        if keys::completed_by(db, &self.lease).await? {
+            return Ok(Abandoned::Kept);
+        }
+        // Deleted only while no worker has touched it; otherwise it is under way.
+        let deleted = !self.published
+            && db
+                .execute(
+                    "DELETE FROM tasks WHERE id = ? AND status = 'PENDING' AND attempts = 0",
+                    &[P::T(&self.task_id)],
+                )
                 .await?
-            {
-                return Ok(found);
-            }
+                == 1;
+        let started = !deleted
+            && db
+                .query_opt("SELECT 1 FROM tasks WHERE id = ?", &[P::T(&self.task_id)])
+                .await?
+                .is_some();
+        if started {
+            keys::complete_key(db, &self.lease, &self.response).await?;
+            return Ok(Abandoned::Kept);
         }
-        Ok(Reservation::InFlight)
-    }
-
-    /// Classifies an existing key; takes over an in-flight reservation older than `stale_before`.
-    async fn existing_key(
-        &self,
-        key: &str,
-        fingerprint: &str,
-        stale_before: i64,
-    ) -> Result<Option<Reservation>, StoreError> {
-        let row = sqlx::query(
-            "SELECT fingerprint, state, response_status, response_body, location, locked_at \
-             FROM idempotency_keys WHERE idem_key = ?",
+        db.execute(
+            "DELETE FROM idempotency_keys WHERE idem_key = ? AND state = 'in_flight' AND locked_at = ?",
+            &[P::T(&self.lease.key), P::I(self.lease.token)],
         )
-        .bind(key)
-        .fetch_optional(&self.pool)
         .await?;
-        let Some(row) = row else { return Ok(None) };
-        let stored_fp: String = row.try_get("fingerprint")?;
-        if stored_fp != fingerprint {
-            return Ok(Some(Reservation::Mismatch));
-        }
-        let state: String = row.try_get("state")?;
-        if state == "completed" {
-            let status: i64 = row.try_get("response_status")?;
-            let body = text(&row, "response_body")?;
-            return Ok(Some(Reservation::Replay(StoredResponse {
-                status: u16::try_from(status).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                body: body.into_bytes(),
-                location: opt_text(&row, "location")?,
-            })));
-        }
-        let locked_at: i64 = row.try_get("locked_at")?;
-        if locked_at < stale_before {
-            // `locked_at` is the fencing token: it must change even if the clock did not move,
-            // or the holder we replace could still complete the key.
-            let token = now_ms().max(locked_at + 1);
-            let taken = sqlx::query(
-                "UPDATE idempotency_keys SET locked_at = ? WHERE idem_key = ? AND state = 'in_flight' AND locked_at = ?",
+        Ok(Abandoned::Undone)
+    }
+}
+
+struct GetTask(String);
+
+impl Op for GetTask {
+    type Out = Option<Task>;
+
+    async fn apply(&self, db: &mut dyn Db) -> Result<Option<Task>, StoreError> {
+        task_by_id(db, &self.0).await
+    }
+}
+
+struct GetAccount(String);
+
+impl Op for GetAccount {
+    type Out = Option<Account>;
+
+    async fn apply(&self, db: &mut dyn Db) -> Result<Option<Account>, StoreError> {
+        let row = db
+            .query_opt(
+                "SELECT id, balance FROM accounts WHERE id = ?",
+                &[P::T(&self.0)],
             )
-            .bind(token)
-            .bind(key)
-            .bind(locked_at)
-            .execute(&self.pool)
             .await?;
-            if taken.rows_affected() == 1 {
-                return Ok(Some(Reservation::Reserved(key_lease(key, token))));
+        row.map(|r| {
+            Ok(Account {
+                id: r.text(0)?,
+                balance: r.i64(1)?,
+            })
+        })
+        .transpose()
+    }
+}
+
+/// Leases up to `limit` unleased outbox rows, oldest first. The rows are read and leased in
+/// the same write transaction (on MySQL with a locking read), so two relays never publish the
+/// same row at once; a relay that dies leaves rows that another takes over once the lease
+/// expires. The lease is one conditional UPDATE on the rows' id range: rows in that range that
+/// another relay holds keep their lease.
+struct ClaimOutbox {
+    limit: u32,
+    lease: Duration,
+}
+
+impl Op for ClaimOutbox {
+    type Out = OutboxClaim;
+
+    async fn apply(&self, db: &mut dyn Db) -> Result<OutboxClaim, StoreError> {
+        let now = now_ms();
+        let sql = format!(
+            "SELECT id, task_id, routing_key, body FROM outbox WHERE lease_until < ? ORDER BY id LIMIT ?{}",
+            db.dialect().for_update()
+        );
+        let rows = db
+            .query(&sql, &[P::I(now), P::I(i64::from(self.limit))])
+            .await?;
+        let owner = uuid::Uuid::new_v4().to_string();
+        let rows = rows
+            .iter()
+            .map(|r| {
+                Ok(OutboxRow {
+                    id: r.i64(0)?,
+                    task_id: r.text(1)?,
+                    routing_key: r.text(2)?,
+                    body: r.text(3)?.into_bytes(),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
+            db.execute(
+                "UPDATE outbox SET lease_owner = ?, lease_until = ? WHERE id >= ? AND id <= ? AND lease_until < ?",
+                &[P::T(&owner), P::I(now + ms(self.lease)), P::I(first.id), P::I(last.id), P::I(now)],
+            )
+            .await?;
+        }
+        Ok(OutboxClaim { owner, rows })
+    }
+}
+
+/// Deletes published rows and gives the others back, touching only rows `owner` still holds:
+/// a relay whose lease expired must not settle rows another relay has since claimed.
+struct SettleOutbox {
+    owner: String,
+    published: Vec<i64>,
+    unpublished: Vec<i64>,
+}
+
+impl Op for SettleOutbox {
+    type Out = ();
+
+    async fn apply(&self, db: &mut dyn Db) -> Result<(), StoreError> {
+        for id in &self.published {
+            db.execute(
+                "DELETE FROM outbox WHERE id = ? AND lease_owner = ?",
+                &[P::I(*id), P::T(&self.owner)],
+            )
+            .await?;
+        }
+        for id in &self.unpublished {
+            db.execute(
+                "UPDATE outbox SET lease_until = 0, lease_owner = NULL WHERE id = ? AND lease_owner = ?",
+                &[P::I(*id), P::T(&self.owner)],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+struct OutboxBacklog;
+
+impl Op for OutboxBacklog {
+    type Out = i64;
+
+    async fn apply(&self, db: &mut dyn Db) -> Result<i64, StoreError> {
+        db.query_one("SELECT COUNT(*) FROM outbox", &[])
+            .await?
+            .i64(0)
+    }
+}
+
+struct IsProcessed(String);
+
+impl Op for IsProcessed {
+    type Out = bool;
+
+    async fn apply(&self, db: &mut dyn Db) -> Result<bool, StoreError> {
+        Ok(db
+            .query_opt(
+                "SELECT 1 FROM processed_messages WHERE message_id = ?",
+                &[P::T(&self.0)],
+            )
+            .await?
+            .is_some())
+    }
+}
+
+/// Moves a task to RUNNING and counts the attempt, unless it already ended.
+struct StartAttempt(String);
+
+impl Op for StartAttempt {
+    type Out = StartOutcome;
+
+    async fn apply(&self, db: &mut dyn Db) -> Result<StartOutcome, StoreError> {
+        db.execute(
+            "UPDATE tasks SET status = 'RUNNING', attempts = attempts + 1, updated_at = ? \
+             WHERE id = ? AND status IN ('PENDING', 'RUNNING')",
+            &[P::I(now_ms()), P::T(&self.0)],
+        )
+        .await?;
+        let Some(row) = db
+            .query_opt(
+                "SELECT status, attempts FROM tasks WHERE id = ?",
+                &[P::T(&self.0)],
+            )
+            .await?
+        else {
+            return Ok(StartOutcome::Missing);
+        };
+        let status = row.text(0)?;
+        let attempts = row.i64(1)?;
+        match TaskStatus::parse(&status) {
+            Some(TaskStatus::Running) => Ok(StartOutcome::Started { attempts }),
+            Some(status) => Ok(StartOutcome::Terminal { status, attempts }),
+            None => Err(StoreError::Corrupt(format!("task status {status}"))),
+        }
+    }
+}
+
+/// Records a failed attempt that will be retried: back to PENDING with the error.
+struct RetryLater {
+    task_id: String,
+    error: String,
+}
+
+impl Op for RetryLater {
+    type Out = ();
+
+    async fn apply(&self, db: &mut dyn Db) -> Result<(), StoreError> {
+        db.execute(
+            "UPDATE tasks SET status = 'PENDING', error = ?, updated_at = ? WHERE id = ? AND status = 'RUNNING'",
+            &[P::T(&self.error), P::I(now_ms()), P::T(&self.task_id)],
+        )
+        .await
+        .map(drop)
+    }
+}
+
+/// Ends a task: the processed mark (first, so that a duplicate stops there), the credit, the
+/// status, and the callback and event owed, all in one transaction.
+struct FinishTask(Finish);
+
+impl Op for FinishTask {
+    type Out = FinishOutcome;
+
+    async fn apply(&self, db: &mut dyn Db) -> Result<FinishOutcome, StoreError> {
+        let f = &self.0;
+        let id = f.task_id.to_string();
+        let now = now_ms();
+        if f.mark_processed {
+            let marked = db
+                .execute(
+                    "INSERT INTO processed_messages (message_id, processed_at) VALUES (?, ?)",
+                    &[P::T(&id), P::I(now)],
+                )
+                .await;
+            match marked {
+                Ok(_) => {}
+                Err(StoreError::Duplicate) => return Ok(FinishOutcome::AlreadyProcessed),
+                Err(e) => return Err(e),
             }
         }
-        Ok(Some(Reservation::InFlight))
-    }
-
-    /// Stores the response under a key this request still holds; [`StoreError::LeaseLost`] when
-    /// another request took it over, so that the caller's transaction rolls back.
-    async fn complete_key_in(
-        tx: &mut Tx,
-        lease: &KeyLease,
-        response: &StoredResponse,
-    ) -> Result<(), StoreError> {
-        let completed = sqlx::query(
-            "UPDATE idempotency_keys SET state = 'completed', response_status = ?, response_body = ?, location = ? \
-             WHERE idem_key = ? AND state = 'in_flight' AND locked_at = ?",
-        )
-        .bind(i64::from(response.status))
-        .bind(String::from_utf8_lossy(&response.body).into_owned())
-        .bind(response.location.clone())
-        .bind(&lease.key)
-        .bind(lease.token)
-        .execute(&mut **tx)
-        .await?;
-        match completed.rows_affected() {
-            1 => Ok(()),
-            _ => Err(StoreError::LeaseLost),
-        }
-    }
-
-    /// Stores the response of a reserved key.
-    pub async fn complete_key(
-        &self,
-        lease: &KeyLease,
-        response: &StoredResponse,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
-        Self::complete_key_in(&mut tx, lease, response).await?;
-        Ok(tx.commit().await?)
-    }
-
-    /// Forgets keys created before `before_ms`, abandoned reservations included; returns how many.
-    pub async fn purge_keys(&self, before_ms: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")
-            .bind(before_ms)
-            .execute(&self.pool)
+        if let Some(credit) = &f.credit {
+            db.execute(
+                db.dialect().credit_upsert(),
+                &[P::T(&credit.account), P::I(credit.amount), P::I(now)],
+            )
             .await?;
-        Ok(done.rows_affected())
+        }
+        let result = f.result.as_ref().map(|r| r.to_string());
+        db.execute(
+            "UPDATE tasks SET status = ?, result = ?, error = ?, updated_at = ? WHERE id = ?",
+            &[
+                P::T(f.status.as_str()),
+                P::opt(result.as_deref()),
+                P::opt(f.error.as_deref()),
+                P::I(now),
+                P::T(&id),
+            ],
+        )
+        .await?;
+        let task = task_by_id(db, &id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("task {id} vanished while it finished")))?;
+        deliveries::insert_for(db, &task, now).await?;
+        Ok(FinishOutcome::Done)
     }
+}
 
+impl Store {
     /// Writes a PENDING task; with `outbox`, also its outbox row; with `completion`, also the
     /// idempotency key's response. All in one transaction: a key lost to another request
     /// writes nothing, so nothing is published.
@@ -253,35 +465,12 @@ impl Store {
         outbox: bool,
         completion: Option<(&KeyLease, &StoredResponse)>,
     ) -> Result<(), StoreError> {
-        let now = now_ms();
-        let mut tx = self.begin().await?;
-        sqlx::query(&format!(
-            "INSERT INTO tasks ({TASK_COLUMNS}) VALUES (?, ?, ?, ?, 'PENDING', 0, NULL, NULL, ?, ?)"
-        ))
-        .bind(task.id.to_string())
-        .bind(task.spec.kind())
-        .bind(task.spec.payload().to_string())
-        .bind(task.callback_url.clone())
-        .bind(now)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if outbox {
-            let message = task.message();
-            sqlx::query(
-                "INSERT INTO outbox (task_id, routing_key, body, created_at) VALUES (?, ?, ?, ?)",
-            )
-            .bind(task.id.to_string())
-            .bind(message.routing_key())
-            .bind(String::from_utf8(message.encode()).expect("JSON is UTF-8"))
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if let Some((lease, response)) = completion {
-            Self::complete_key_in(&mut tx, lease, response).await?;
-        }
-        Ok(tx.commit().await?)
+        self.write(InsertTask {
+            task: task.clone(),
+            outbox,
+            completion: completion.map(|(l, r)| (l.clone(), r.clone())),
+        })
+        .await
     }
 
     /// Undoes a submission that did not finish (an error, or the caller gave up waiting).
@@ -299,273 +488,74 @@ impl Store {
         response: &StoredResponse,
         published: bool,
     ) -> Result<Abandoned, StoreError> {
-        let mut tx = self.begin().await?;
-        if self.key_completed_by(&mut tx, lease).await? {
-            return Ok(Abandoned::Kept);
-        }
-        // Deleted only while no worker has touched it; otherwise it is under way.
-        let deleted = !published
-            && sqlx::query(
-                "DELETE FROM tasks WHERE id = ? AND status = 'PENDING' AND attempts = 0",
-            )
-            .bind(task_id.to_string())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1;
-        let started = !deleted
-            && sqlx::query("SELECT 1 AS one FROM tasks WHERE id = ?")
-                .bind(task_id.to_string())
-                .fetch_optional(&mut *tx)
-                .await?
-                .is_some();
-        let outcome = if started {
-            Self::complete_key_in(&mut tx, lease, response).await?;
-            Abandoned::Kept
-        } else {
-            sqlx::query(
-                "DELETE FROM idempotency_keys WHERE idem_key = ? AND state = 'in_flight' AND locked_at = ?",
-            )
-            .bind(&lease.key)
-            .bind(lease.token)
-            .execute(&mut *tx)
-            .await?;
-            Abandoned::Undone
-        };
-        tx.commit().await?;
-        Ok(outcome)
-    }
-
-    /// Whether this request's key completed. On MySQL a locking read (`FOR UPDATE`): a plain
-    /// read sees the transaction's snapshot, which misses a submission committing right now,
-    /// and the task would then be deleted under a completed key. SQLite's write transactions
-    /// are serialised (`BEGIN IMMEDIATE`), so its plain read is already current.
-    async fn key_completed_by(&self, tx: &mut Tx, lease: &KeyLease) -> Result<bool, StoreError> {
-        let lock = match self.dialect {
-            Dialect::MySql => " FOR UPDATE",
-            Dialect::Sqlite => "",
-        };
-        Ok(sqlx::query(&format!(
-            "SELECT 1 AS one FROM idempotency_keys WHERE idem_key = ? AND state = 'completed' AND locked_at = ?{lock}",
-        ))
-        .bind(&lease.key)
-        .bind(lease.token)
-        .fetch_optional(&mut **tx)
-        .await?
-        .is_some())
+        self.write(AbandonSubmission {
+            lease: lease.clone(),
+            task_id: task_id.to_string(),
+            response: response.clone(),
+            published,
+        })
+        .await
     }
 
     pub async fn get_task(&self, id: uuid::Uuid) -> Result<Option<Task>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"))
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(task_from_row).transpose()
+        self.read(GetTask(id.to_string())).await
     }
 
     pub async fn get_account(&self, id: &str) -> Result<Option<Account>, StoreError> {
-        let row = sqlx::query("SELECT id, balance FROM accounts WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| {
-            Ok(Account {
-                id: r.try_get("id")?,
-                balance: r.try_get("balance")?,
-            })
-        })
-        .transpose()
+        self.read(GetAccount(id.to_string())).await
     }
 
     /// Leases up to `limit` unleased outbox rows, oldest first, for `lease`.
-    ///
-    /// The lease is taken on an id range with one conditional UPDATE, so two relays never
-    /// publish the same row at once; a relay that dies leaves rows that another takes over
-    /// once the lease expires.
     pub async fn claim_outbox(
         &self,
         limit: u32,
         lease: Duration,
     ) -> Result<OutboxClaim, StoreError> {
-        let now = now_ms();
-        let ids: Vec<i64> =
-            sqlx::query("SELECT id FROM outbox WHERE lease_until < ? ORDER BY id LIMIT ?")
-                .bind(now)
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?
-                .iter()
-                .map(|r| r.try_get("id"))
-                .collect::<Result<_, _>>()?;
-        let owner = uuid::Uuid::new_v4().to_string();
-        let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
-            return Ok(OutboxClaim {
-                owner,
-                rows: Vec::new(),
-            });
-        };
-        let mut tx = self.begin().await?;
-        sqlx::query("UPDATE outbox SET lease_owner = ?, lease_until = ? WHERE id >= ? AND id <= ? AND lease_until < ?")
-            .bind(&owner)
-            .bind(now + duration_ms(lease))
-            .bind(first)
-            .bind(last)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        let rows = sqlx::query(
-            "SELECT id, task_id, routing_key, body FROM outbox WHERE lease_owner = ? ORDER BY id",
-        )
-        .bind(&owner)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        let rows = rows
-            .iter()
-            .map(|r| {
-                let body = text(r, "body")?;
-                Ok(OutboxRow {
-                    id: r.try_get("id")?,
-                    task_id: r.try_get("task_id")?,
-                    routing_key: r.try_get("routing_key")?,
-                    body: body.into_bytes(),
-                })
-            })
-            .collect::<Result<_, StoreError>>()?;
-        Ok(OutboxClaim { owner, rows })
+        self.write(ClaimOutbox { limit, lease }).await
     }
 
-    /// Deletes published rows and returns the others to the pool at once. Only rows `owner`
-    /// still leases are touched: a relay whose lease expired must not settle rows that another
-    /// relay has since claimed and may still be publishing.
+    /// Deletes published rows and returns the others to the pool at once; only rows `owner`
+    /// still leases are touched.
     pub async fn settle_outbox(
         &self,
         owner: &str,
         published: &[i64],
         unpublished: &[i64],
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
-        for id in published {
-            sqlx::query("DELETE FROM outbox WHERE id = ? AND lease_owner = ?")
-                .bind(id)
-                .bind(owner)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for id in unpublished {
-            sqlx::query(
-                "UPDATE outbox SET lease_until = 0, lease_owner = NULL WHERE id = ? AND lease_owner = ?",
-            )
-            .bind(id)
-            .bind(owner)
-            .execute(&mut *tx)
-            .await?;
-        }
-        Ok(tx.commit().await?)
+        self.write(SettleOutbox {
+            owner: owner.to_string(),
+            published: published.to_vec(),
+            unpublished: unpublished.to_vec(),
+        })
+        .await
     }
 
     /// Rows not yet published.
     pub async fn outbox_backlog(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query("SELECT COUNT(*) AS n FROM outbox")
-            .fetch_one(&self.pool)
-            .await?
-            .try_get("n")?)
+        self.read(OutboxBacklog).await
     }
 
     pub async fn is_processed(&self, message_id: &str) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT 1 AS one FROM processed_messages WHERE message_id = ?")
-            .bind(message_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.is_some())
+        self.read(IsProcessed(message_id.to_string())).await
     }
 
     /// Moves a task to RUNNING and counts the attempt, unless it already ended.
     pub async fn start_attempt(&self, task_id: uuid::Uuid) -> Result<StartOutcome, StoreError> {
-        let id = task_id.to_string();
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "UPDATE tasks SET status = 'RUNNING', attempts = attempts + 1, updated_at = ? \
-             WHERE id = ? AND status IN ('PENDING', 'RUNNING')",
-        )
-        .bind(now_ms())
-        .bind(&id)
-        .execute(&mut *tx)
-        .await?;
-        let row = sqlx::query("SELECT status, attempts FROM tasks WHERE id = ?")
-            .bind(&id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        let Some(row) = row else {
-            return Ok(StartOutcome::Missing);
-        };
-        let status: String = row.try_get("status")?;
-        let attempts: i64 = row.try_get("attempts")?;
-        match TaskStatus::parse(&status) {
-            Some(TaskStatus::Running) => Ok(StartOutcome::Started { attempts }),
-            Some(status) => Ok(StartOutcome::Terminal { status, attempts }),
-            None => Err(StoreError::Corrupt(format!("task status {status}"))),
-        }
+        self.write(StartAttempt(task_id.to_string())).await
     }
 
     /// Records a failed attempt that will be retried: back to PENDING with the error.
     pub async fn retry_later(&self, task_id: uuid::Uuid, error: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE tasks SET status = 'PENDING', error = ?, updated_at = ? WHERE id = ? AND status = 'RUNNING'")
-            .bind(error)
-            .bind(now_ms())
-            .bind(task_id.to_string())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.write(RetryLater {
+            task_id: task_id.to_string(),
+            error: error.to_string(),
+        })
+        .await
     }
 
-    /// Ends a task: the processed mark (first, so a duplicate stops here), the credit, the
-    /// status, and the callback and event owed, all in one transaction.
+    /// Ends a task with its effect, its processed mark and the deliveries it owes.
     pub async fn finish(&self, f: &Finish) -> Result<FinishOutcome, StoreError> {
-        let id = f.task_id.to_string();
-        let now = now_ms();
-        let mut tx = self.begin().await?;
-        if f.mark_processed {
-            let marked = sqlx::query(
-                "INSERT INTO processed_messages (message_id, processed_at) VALUES (?, ?)",
-            )
-            .bind(&id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await;
-            match marked.map_err(StoreError::from) {
-                Ok(_) => {}
-                Err(StoreError::Duplicate) => return Ok(FinishOutcome::AlreadyProcessed),
-                Err(e) => return Err(e),
-            }
-        }
-        if let Some(credit) = &f.credit {
-            sqlx::query(self.dialect.credit_upsert())
-                .bind(&credit.account)
-                .bind(credit.amount)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query(
-            "UPDATE tasks SET status = ?, result = ?, error = ?, updated_at = ? WHERE id = ?",
-        )
-        .bind(f.status.as_str())
-        .bind(f.result.as_ref().map(|r| r.to_string()))
-        .bind(f.error.clone())
-        .bind(now)
-        .bind(&id)
-        .execute(&mut *tx)
-        .await?;
-        let row = sqlx::query(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"))
-            .bind(&id)
-            .fetch_one(&mut *tx)
-            .await?;
-        let task = task_from_row(&row)?;
-        deliveries::insert_for(&mut tx, self.dialect, &task, now).await?;
-        tx.commit().await?;
-        Ok(FinishOutcome::Done)
+        self.write(FinishTask(f.clone())).await
     }
 }
 
@@ -581,6 +571,7 @@ pub enum Abandoned {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::idempotency::Reservation;
 
     /// A store on a SQLite file of its own; the directory lives as long as the store is used.
     async fn store() -> (Store, tempfile::TempDir) {

@@ -143,7 +143,7 @@ async fn redis_cache_serves_reads_and_is_invalidated_on_write() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let key = format!("{}:user:{id}", world.prefix);
+    let key = format!("{}:user-body:{id}", world.prefix);
     let cached: Option<String> = redis::cmd("GET")
         .arg(&key)
         .query_async(&mut r)
