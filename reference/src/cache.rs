@@ -7,11 +7,15 @@
 //! generation number that invalidations bump (per process for the memory cache, per user in
 //! Redis, compared and set atomically by a script).
 //!
-//! A cache failure never fails a request: Redis errors are logged and the store answers.
+//! What is cached is the response body (the envelope's bytes), so a hit costs no
+//! serialisation. A cache failure never fails a request: Redis errors are logged and the store
+//! answers.
 
 use std::{sync::Arc, time::Duration};
 
-use crate::{config::CacheStrategy, model::User};
+use bytes::Bytes;
+
+use crate::config::CacheStrategy;
 
 #[derive(Clone)]
 pub enum UserCache {
@@ -25,7 +29,7 @@ pub enum UserCache {
 }
 
 pub struct MemoryCache {
-    users: moka::future::Cache<i64, User>,
+    users: moka::future::Cache<i64, Bytes>,
     /// Bumped by every invalidation; a fill whose ticket is older is dropped.
     generation: tokio::sync::Mutex<u64>,
 }
@@ -35,7 +39,7 @@ pub struct MemoryCache {
 pub struct FillTicket(u64);
 
 /// Sets the user if the generation is still the ticket's: KEYS[1] user, KEYS[2] generation,
-/// ARGV[1] JSON, ARGV[2] ticket, ARGV[3] TTL in ms.
+/// ARGV[1] the response body, ARGV[2] ticket, ARGV[3] TTL in ms.
 const FILL_SCRIPT: &str = r"
 if tonumber(redis.call('GET', KEYS[2]) or '0') ~= tonumber(ARGV[2]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
@@ -74,25 +78,26 @@ impl UserCache {
     }
 
     fn key(prefix: &str, id: i64) -> String {
-        format!("{prefix}:user:{id}")
+        format!("{prefix}:user-body:{id}")
     }
 
     fn generation_key(prefix: &str, id: i64) -> String {
-        format!("{prefix}:user:{id}:gen")
+        format!("{prefix}:user-body:{id}:gen")
     }
 
-    pub async fn get(&self, id: i64) -> Option<User> {
+    /// The cached response body of user `id`.
+    pub async fn get(&self, id: i64) -> Option<Bytes> {
         match self {
             UserCache::Memory(c) => c.users.get(&id).await,
             UserCache::Redis { conn, prefix, .. } => {
-                let raw: Option<String> = redis_call(
+                let raw: Option<Vec<u8>> = redis_call(
                     conn,
                     redis::cmd("GET").arg(Self::key(prefix, id)),
                     "user cache read",
                 )
                 .await
                 .flatten();
-                raw.and_then(|json| serde_json::from_str(&json).ok())
+                raw.map(Bytes::from)
             }
             UserCache::Off => None,
         }
@@ -116,25 +121,25 @@ impl UserCache {
         }
     }
 
-    /// Caches `user` as read from the store, unless it was invalidated since `ticket`.
-    pub async fn fill(&self, user: &User, ticket: FillTicket) {
+    /// Caches user `id`'s response `body` as read from the store, unless it was invalidated
+    /// since `ticket`.
+    pub async fn fill(&self, id: i64, body: &Bytes, ticket: FillTicket) {
         match self {
             UserCache::Memory(c) => {
                 let generation = c.generation.lock().await;
                 if *generation == ticket.0 {
-                    c.users.insert(user.id, user.clone()).await;
+                    c.users.insert(id, body.clone()).await;
                 }
             }
             UserCache::Redis { conn, prefix, ttl } => {
-                let json = serde_json::to_string(user).expect("user serialises");
                 let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
                 let mut script = redis::cmd("EVAL");
                 script
                     .arg(FILL_SCRIPT)
                     .arg(2)
-                    .arg(Self::key(prefix, user.id))
-                    .arg(Self::generation_key(prefix, user.id))
-                    .arg(json)
+                    .arg(Self::key(prefix, id))
+                    .arg(Self::generation_key(prefix, id))
+                    .arg(body.as_ref())
                     .arg(ticket.0)
                     .arg(ttl_ms);
                 let _: Option<i64> = redis_call(conn, &script, "user cache write").await;
@@ -190,14 +195,10 @@ async fn redis_call<T: redis::FromRedisValue>(
 mod tests {
     use super::*;
 
-    fn user(id: i64, name: &str) -> User {
-        User {
-            id,
-            name: name.into(),
-            email: "a@b.co".into(),
-            created_at: String::new(),
-            updated_at: String::new(),
-        }
+    fn user(id: i64, name: &str) -> Bytes {
+        Bytes::from(format!(
+            r#"{{"code":"OK","data":{{"id":{id},"name":"{name}"}}}}"#
+        ))
     }
 
     /// A reader takes its ticket and reads the old row; a writer updates and invalidates; the
@@ -205,10 +206,10 @@ mod tests {
     async fn a_fill_that_raced_an_invalidation_is_dropped(cache: &UserCache, id: i64) {
         let ticket = cache.ticket(id).await;
         cache.invalidate(id).await;
-        cache.fill(&user(id, "old"), ticket).await;
+        cache.fill(id, &user(id, "old"), ticket).await;
         assert_eq!(cache.get(id).await, None, "the stale row was not cached");
         let ticket = cache.ticket(id).await;
-        cache.fill(&user(id, "new"), ticket).await;
+        cache.fill(id, &user(id, "new"), ticket).await;
         assert_eq!(cache.get(id).await, Some(user(id, "new")));
         cache.invalidate(id).await;
         assert_eq!(cache.get(id).await, None);
@@ -245,7 +246,7 @@ mod tests {
     async fn off_caches_nothing() {
         let cache = UserCache::new(CacheStrategy::Off, Duration::from_secs(60), None, "p");
         let ticket = cache.ticket(1).await;
-        cache.fill(&user(1, "Al"), ticket).await;
+        cache.fill(1, &user(1, "Al"), ticket).await;
         assert_eq!(cache.get(1).await, None);
     }
 }

@@ -2,10 +2,11 @@
 //! exchange. At-least-once, retried with exponential backoff, given up after a limit; rows live
 //! in the store, so a worker that dies mid-delivery leaves them to another.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use futures_util::future::join_all;
 use lapin::{types::FieldTable, Channel};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -14,10 +15,10 @@ use crate::{
     config::CallbackConfig,
     metrics,
     model::now_ms,
-    store::{DeliveryRow, Store},
+    store::{DeliveryOutcome, DeliveryRow, Store},
 };
 
-const BATCH: u32 = 32;
+const BATCH: u32 = 256;
 /// A dispatcher holds a batch for this many callback timeouts: enough to deliver it, short
 /// enough that a worker dying mid-batch delays its callbacks by seconds, not minutes.
 const LEASE_TIMEOUTS: u32 = 3;
@@ -30,6 +31,8 @@ pub struct Dispatcher {
     allow: AllowList,
     config: CallbackConfig,
     poll_interval: Duration,
+    /// Notified when tasks end in this process, so that their events go out at once.
+    wakeup: Arc<Notify>,
 }
 
 impl Dispatcher {
@@ -38,6 +41,7 @@ impl Dispatcher {
         broker: Broker,
         config: CallbackConfig,
         poll_interval: Duration,
+        wakeup: Arc<Notify>,
     ) -> Self {
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
@@ -53,6 +57,7 @@ impl Dispatcher {
             allow,
             config,
             poll_interval,
+            wakeup,
         }
     }
 
@@ -73,15 +78,14 @@ impl Dispatcher {
             if due.is_empty() {
                 tokio::select! {
                     _ = cancel.cancelled() => break,
+                    _ = self.wakeup.notified() => continue,
                     _ = tokio::time::sleep(self.poll_interval) => continue,
                 }
             }
             let channel = self.events_channel(&mut events).await;
             let outcomes =
                 join_all(due.iter().map(|row| self.deliver(row, channel.as_ref()))).await;
-            for (row, outcome) in due.iter().zip(outcomes) {
-                self.record(row, outcome).await;
-            }
+            self.record(&due, outcomes).await;
         }
         // Closed here, not on drop: a drop closes it later, racing the connection's close.
         if let Some(ch) = events {
@@ -145,30 +149,35 @@ impl Dispatcher {
         }
     }
 
-    async fn record(&self, row: &DeliveryRow, outcome: Result<(), String>) {
-        let saved = match &outcome {
-            Ok(()) => {
-                metrics::callback(&row.kind, "delivered");
-                self.store.delivery_done(row.id).await
-            }
-            Err(e) => {
-                let attempts = u32::try_from(row.attempts + 1).unwrap_or(u32::MAX);
-                let retry_in =
-                    (attempts < self.config.max_attempts).then(|| backoff_after(attempts));
-                metrics::callback(
-                    &row.kind,
-                    if retry_in.is_some() {
-                        "retry"
-                    } else {
-                        "given_up"
-                    },
-                );
-                tracing::warn!(kind = %row.kind, target = %row.target, attempts, error = %e, "delivery failed");
-                self.store.delivery_failed(row.id, e, retry_in).await
-            }
+    /// The outcome of one attempt, as the store records it.
+    fn outcome(&self, row: &DeliveryRow, result: Result<(), String>) -> DeliveryOutcome {
+        let Err(error) = result else {
+            metrics::callback(&row.kind, "delivered");
+            return DeliveryOutcome::Delivered;
         };
-        if let Err(e) = saved {
-            tracing::warn!(error = %e, "cannot record delivery outcome; it will be retried");
+        let attempts = u32::try_from(row.attempts + 1).unwrap_or(u32::MAX);
+        let retry_in = (attempts < self.config.max_attempts).then(|| backoff_after(attempts));
+        metrics::callback(
+            &row.kind,
+            if retry_in.is_some() {
+                "retry"
+            } else {
+                "given_up"
+            },
+        );
+        tracing::warn!(kind = %row.kind, target = %row.target, attempts, %error, "delivery failed");
+        DeliveryOutcome::Failed { error, retry_in }
+    }
+
+    /// Records a batch's outcomes in one write.
+    async fn record(&self, rows: &[DeliveryRow], results: Vec<Result<(), String>>) {
+        let outcomes = rows
+            .iter()
+            .zip(results)
+            .map(|(row, result)| (row.id, self.outcome(row, result)))
+            .collect();
+        if let Err(e) = self.store.record_deliveries(outcomes).await {
+            tracing::warn!(error = %e, "cannot record delivery outcomes; they will be retried");
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::{
     store::{OutboxRow, Store, StoreError},
 };
 
-const BATCH: u32 = 100;
+const BATCH: u32 = 500;
 /// A relay that dies holding rows releases them after this long.
 const LEASE: Duration = Duration::from_secs(30);
 /// How long a whole batch may take to be sent and confirmed; a third of the lease, so the

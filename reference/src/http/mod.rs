@@ -23,9 +23,7 @@ use tower_http::{
     catch_panic::CatchPanicLayer,
     compression::CompressionLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    trace::{DefaultOnResponse, TraceLayer},
 };
-use tracing::Level;
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -41,9 +39,26 @@ use crate::{
     store::Store,
 };
 
-/// What the API handlers share.
+/// What the API handlers share. Handlers get a clone per request: one reference count.
 #[derive(Clone)]
-pub struct ApiState {
+pub struct ApiState(Arc<ApiParts>);
+
+impl ApiState {
+    pub fn new(parts: ApiParts) -> Self {
+        ApiState(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for ApiState {
+    type Target = ApiParts;
+
+    fn deref(&self) -> &ApiParts {
+        &self.0
+    }
+}
+
+/// The parts of [`ApiState`].
+pub struct ApiParts {
     pub store: Store,
     pub cache: UserCache,
     pub publisher: Publisher,
@@ -104,6 +119,13 @@ pub fn api_router(state: ApiState, ops: OpsState, tokens: Tokens, tuning: &Tunin
     with_common_layers(router, tuning)
 }
 
+/// Bodies of at least 1 KiB, as tower-http's default otherwise: below that (an envelope of one
+/// user or one task), gzip costs more CPU than the bytes it saves, and can even grow them.
+fn worth_compressing() -> impl tower_http::compression::Predicate {
+    use tower_http::compression::predicate::{DefaultPredicate, Predicate, SizeAbove};
+    DefaultPredicate::new().and(SizeAbove::new(1024))
+}
+
 /// A worker process's router: the ops endpoints only.
 pub fn worker_router(ops: OpsState, tuning: &Tuning) -> Router {
     with_common_layers(ops_routes(ops), tuning)
@@ -123,31 +145,18 @@ pub fn with_common_layers(router: Router, tuning: &Tuning) -> Router {
         .layer(DefaultBodyLimit::max(tuning.body_limit));
     let router = router.fallback(not_found).layer(inner);
     let router = match tuning.compression {
-        Compression::Gzip => router.layer(CompressionLayer::new()),
+        Compression::Gzip => {
+            router.layer(CompressionLayer::new().compress_when(worth_compressing()))
+        }
         Compression::Off => router,
     };
     let outer = ServiceBuilder::new()
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(access_span)
-                .on_request(())
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
-        )
+        .layer(from_fn(middleware::access_log))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(from_fn(middleware::record_metrics));
     router.layer(outer)
-}
-
-/// The access log's span: method, path, request id. Never headers: they carry tokens.
-fn access_span(req: &Request) -> tracing::Span {
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
-    tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %request_id)
 }
 
 async fn not_found(req: Request) -> Response {

@@ -109,8 +109,8 @@ pub async fn create(
     responses((status = 200, body = Envelope<User>), (status = 404, body = ErrorEnvelope)),
     security(("bearer" = [])))]
 pub async fn get(State(s): State<ApiState>, PathId(id): PathId<i64>) -> Result<Response, ApiError> {
-    if let Some(user) = s.cache.get(id).await {
-        return Ok(ok(user));
+    if let Some(body) = s.cache.get(id).await {
+        return Ok(json_response(StatusCode::OK, body));
     }
     let ticket = s.cache.ticket(id).await;
     let user = s
@@ -118,8 +118,9 @@ pub async fn get(State(s): State<ApiState>, PathId(id): PathId<i64>) -> Result<R
         .get_user(id)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
-    s.cache.fill(&user, ticket).await;
-    Ok(ok(user))
+    let body = Envelope::ok(user).to_bytes();
+    s.cache.fill(id, &body, ticket).await;
+    Ok(json_response(StatusCode::OK, body))
 }
 
 /// Replace a user's name and email.

@@ -51,6 +51,8 @@ pub struct Processor {
     pub dedupe: DedupeStrategy,
     pub retry: RetryStrategy,
     pub redis: Option<redis::aio::ConnectionManager>,
+    /// Wakes the dispatcher when a task ended (its callback and event are owed).
+    pub deliveries_owed: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Processor {
@@ -150,6 +152,7 @@ impl Processor {
         };
         match self.store.finish(&finish).await? {
             FinishOutcome::Done => {
+                self.deliveries_owed.notify_one();
                 metrics::finished(msg.spec.kind(), true, started.elapsed().as_secs_f64())
             }
             FinishOutcome::AlreadyProcessed => metrics::duplicate_skipped(self.dedupe_label()),
@@ -225,6 +228,7 @@ impl Processor {
         // only the copy whose finish wins counts the task.
         match self.store.finish(&finish).await? {
             FinishOutcome::Done => {
+                self.deliveries_owed.notify_one();
                 metrics::dead_lettered("retries_exhausted");
                 metrics::finished(msg.spec.kind(), false, started.elapsed().as_secs_f64());
             }
@@ -320,6 +324,7 @@ mod tests {
             dedupe: DedupeStrategy::Store,
             retry: RetryStrategy::Backoff,
             redis: None,
+            deliveries_owed: Default::default(),
         };
         let settled = processor
             .dead_letter(&msg.message(), 1, "poison", Instant::now(), &out)
