@@ -44,7 +44,11 @@ impl SutProcess {
             http_addr,
             program: program.to_path_buf(),
             args,
-            env: vec![("RUST_LOG".into(), "info".into())],
+            // The processes' log filter: HARNESS_SUT_LOG, else `info` (every request logged).
+            env: vec![(
+                "RUST_LOG".into(),
+                std::env::var("HARNESS_SUT_LOG").unwrap_or_else(|_| "info".into()),
+            )],
             log: log_dir.join(format!("{name}.log")),
             proc: Mutex::new(None),
         })
