@@ -148,6 +148,7 @@ impl Runner {
             Err(e) => return Err(e.into()),
         };
         goose::reset_killswitch();
+        let seconds = counted_seconds(&metrics, self.goose.no_reset_metrics);
         Ok(LoadStep {
             label: step.label.clone(),
             sut_args: sut_args.to_vec(),
@@ -158,13 +159,13 @@ impl Runner {
             },
             offered_rps: fixed_rate.map(|r| r as f64),
             users: metrics.maximum_users as u64,
-            duration_s: metrics.duration as f64,
-            aggregate: aggregate(&metrics, fixed_rate.is_some()),
-            requests: rows(&metrics, fixed_rate.is_some()),
+            duration_s: seconds,
+            aggregate: aggregate(&metrics, seconds, fixed_rate.is_some()),
+            requests: rows(&metrics, seconds, fixed_rate.is_some()),
             tasks: metrics
                 .requests
                 .get(&row::task())
-                .map(|a| stats(&row::task(), a, metrics.duration, false)),
+                .map(|a| stats(&row::task(), a, seconds, false)),
             thresholds: results
                 .iter()
                 .map(|r| ThresholdOutcome {
@@ -175,6 +176,27 @@ impl Runner {
                 .collect(),
             reports,
         })
+    }
+}
+
+/// Seconds over which the requests were counted: from the metrics' reset as the users
+/// settled (goose resets them on entering its one Maintain step) to the end, read from goose's
+/// step history to the millisecond (its `duration` is whole seconds from the ramp's start).
+fn counted_seconds(m: &GooseMetrics, no_reset: bool) -> f64 {
+    use goose::test_plan::TestPlanStepAction as A;
+    let maintains: Vec<_> = m
+        .history
+        .iter()
+        .filter(|h| matches!(h.action, A::Maintaining))
+        .collect();
+    let start = match (maintains.as_slice(), no_reset) {
+        ([only], false) => Some(only.timestamp),
+        _ => m.history.first().map(|h| h.timestamp),
+    };
+    let end = m.history.last().map(|h| h.timestamp);
+    match (start, end) {
+        (Some(s), Some(e)) if e > s => (e - s).num_milliseconds() as f64 / 1000.0,
+        _ => m.duration.max(1) as f64,
     }
 }
 
@@ -193,7 +215,7 @@ fn timings(a: &GooseRequestMetricAggregate, fixed_rate: bool) -> &GooseRequestMe
 fn stats(
     name: &str,
     a: &GooseRequestMetricAggregate,
-    duration_s: usize,
+    seconds: f64,
     fixed_rate: bool,
 ) -> RequestStats {
     let t = timings(a, fixed_rate);
@@ -204,7 +226,7 @@ fn stats(
         requests,
         failures: a.fail_count as u64,
         error_rate: ratio(a.fail_count as u64, requests),
-        rps: requests as f64 / duration_s.max(1) as f64,
+        rps: requests as f64 / seconds,
         mean_ms: if t.counter == 0 { 0.0 } else { t.average_ms() },
         p50_ms: ms(t.percentile_us(0.5)),
         p90_ms: ms(t.percentile_us(0.9)),
@@ -228,18 +250,18 @@ fn ratio(part: u64, whole: u64) -> f64 {
 }
 
 /// Every row, sorted by name.
-fn rows(m: &GooseMetrics, fixed_rate: bool) -> Vec<RequestStats> {
+fn rows(m: &GooseMetrics, seconds: f64, fixed_rate: bool) -> Vec<RequestStats> {
     let mut out: Vec<RequestStats> = m
         .requests
         .iter()
-        .map(|(name, a)| stats(name, a, m.duration, fixed_rate))
+        .map(|(name, a)| stats(name, a, seconds, fixed_rate))
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
 }
 
 /// Every HTTP row together: the task rows are not requests to the system.
-fn aggregate(m: &GooseMetrics, fixed_rate: bool) -> RequestStats {
+fn aggregate(m: &GooseMetrics, seconds: f64, fixed_rate: bool) -> RequestStats {
     let http: Vec<&GooseRequestMetricAggregate> = m
         .requests
         .values()
@@ -270,7 +292,7 @@ fn aggregate(m: &GooseMetrics, fixed_rate: bool) -> RequestStats {
         requests,
         failures: failed,
         error_rate: ratio(failed, requests),
-        rps: requests as f64 / m.duration.max(1) as f64,
+        rps: requests as f64 / seconds,
         mean_ms: if count == 0 {
             0.0
         } else {

@@ -23,8 +23,8 @@ pub async fn serve(addr: SocketAddr, body_file: &Path) -> anyhow::Result<()> {
 }
 
 fn json_of(path: &Path) -> anyhow::Result<serde_json::Value> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     serde_json::from_slice(&bytes)
         .map_err(|e| anyhow::anyhow!("{} is not JSON: {e}", path.display()))
 }

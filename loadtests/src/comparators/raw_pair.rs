@@ -17,7 +17,7 @@ use lapin::{
 };
 
 /// Confirms awaited at once by the publisher.
-const IN_FLIGHT: usize = 256;
+const IN_FLIGHT: usize = 100;
 /// Unacknowledged deliveries the consumer accepts.
 const PREFETCH: u16 = 100;
 

@@ -375,7 +375,7 @@ async fn wrk_pipeline(
     let w = Wrk {
         base_url: &loaded.target.base_url,
         token: loaded.target.token.as_deref(),
-        connections: 32,
+        connections: 128,
         duration,
         cpu: None,
     };
