@@ -2,6 +2,7 @@
 //! header names, and the callback signature. Systems implement it; harnesses observe it.
 
 pub mod message;
+pub mod openapi;
 pub mod signature;
 pub mod topology;
 

@@ -350,6 +350,10 @@ async fn housekeeping(
         }
         if ticks % 60 == 1 {
             sweep_retention(&store, retention).await;
+            match store.size().await {
+                Ok(size) => metrics::store_size(&size),
+                Err(e) => tracing::warn!(error = %e, "cannot measure the store"),
+            }
         }
     }
 }

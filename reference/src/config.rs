@@ -255,6 +255,9 @@ pub struct Strategies {
     pub cache: CacheStrategy,
 }
 
+/// The default of `--body-limit`; the contract document states it.
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+
 /// Limits and timings; the defaults suit a small production deployment.
 #[derive(Debug, Clone, Args)]
 pub struct Tuning {
@@ -279,7 +282,7 @@ pub struct Tuning {
     pub request_timeout: Duration,
 
     /// Largest accepted request body in bytes (413 past it).
-    #[arg(long, env = "REFERENCE_BODY_LIMIT", default_value_t = 64 * 1024)]
+    #[arg(long, env = "REFERENCE_BODY_LIMIT", default_value_t = DEFAULT_BODY_LIMIT)]
     pub body_limit: usize,
 
     /// Requests per second allowed by the rate limiter (429 past it); off when absent.

@@ -31,6 +31,9 @@ pub enum Code {
     UnsupportedMediaType,
     #[serde(rename = "IDEMPOTENCY_KEY_REUSED")]
     IdempotencyKeyReused,
+    /// A well-formed callback URL the server will not call (its host is not allowed).
+    #[serde(rename = "CALLBACK_NOT_ALLOWED")]
+    CallbackNotAllowed,
     #[serde(rename = "RATE_LIMITED")]
     RateLimited,
     #[serde(rename = "INTERNAL_ERR")]
@@ -185,6 +188,16 @@ impl ApiError {
 
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, Code::Conflict, message)
+    }
+
+    /// 422: a callback URL of the right form that cannot be used (unparseable, or its host is
+    /// not on the allow-list).
+    pub fn callback_not_allowed(why: String) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Code::CallbackNotAllowed,
+            format!("callback_url {why}"),
+        )
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {

@@ -19,6 +19,8 @@
 //! | `reference_store_commits_total` | counter | outcome |
 //! | `reference_store_commit_writes_total` | counter | |
 //! | `reference_store_commit_seconds` | histogram | |
+//! | `reference_store_rows` | gauge | table |
+//! | `reference_store_bytes` | gauge | |
 //!
 //! `reference_outbox_backlog` is the whole shared outbox as one API process counts it (every
 //! replica reports the same number: aggregate with max), NaN while the store cannot be read.
@@ -149,6 +151,14 @@ pub fn callback(kind: &str, outcome: &'static str) {
 
 pub fn broker_connected(up: bool) {
     metrics::gauge!("reference_broker_connected").set(if up { 1.0 } else { 0.0 });
+}
+
+/// The store's size, measured by API housekeeping once a minute.
+pub fn store_size(size: &crate::store::Size) {
+    for (table, rows) in &size.rows {
+        metrics::gauge!("reference_store_rows", "table" => *table).set(*rows as f64);
+    }
+    metrics::gauge!("reference_store_bytes").set(size.bytes as f64);
 }
 
 /// A group commit of the store: how many writes it carried and how long it took.

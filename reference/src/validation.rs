@@ -1,5 +1,12 @@
 //! Request validation (seed 2.2 and 2.4): typed inputs, field errors that name the field.
+//!
+//! The constraints are the contract's: [`rules`] holds the patterns and limits the OpenAPI
+//! document states, and the checks here use exactly those, so that a request the document
+//! calls valid is never refused as invalid.
 
+use std::sync::LazyLock;
+
+use regex::Regex;
 use serde::{de::DeserializeOwned, Deserialize};
 use utoipa::ToSchema;
 use validator::Validate;
@@ -9,6 +16,39 @@ use crate::{
     envelope::{ApiError, FieldError},
     model::{CreditPayload, FlakyPayload, SleepPayload, TaskSpec},
 };
+
+/// The patterns and limits of the contract, as the OpenAPI document states them.
+pub mod rules {
+    /// Account ids.
+    pub const ACCOUNT_ID: &str = "^[A-Za-z0-9_-]{1,64}$";
+    /// `Idempotency-Key`: 1–255 visible ASCII characters.
+    pub const IDEMPOTENCY_KEY: &str = "^[!-~]{1,255}$";
+    /// Task ids: a UUID in its hyphenated form.
+    pub const TASK_ID: &str =
+        "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+    /// Email addresses: the WHATWG HTML definition of a valid email address.
+    pub const EMAIL: &str = r"^[a-zA-Z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$";
+    pub const EMAIL_MAX: usize = 254;
+    pub const NAME_MIN: usize = 2;
+    pub const NAME_MAX: usize = 100;
+    /// Callback URLs: an http(s) URL without whitespace. Whether it can be used (it parses,
+    /// its host is allowed) is decided after: 422 `CALLBACK_NOT_ALLOWED`.
+    pub const CALLBACK_URL: &str = r"^https?://\S+$";
+    pub const CALLBACK_URL_MAX: usize = 2048;
+    pub const CREDIT_AMOUNT_MAX: i64 = 1_000_000_000;
+    pub const SLEEP_MS_MAX: u64 = 60_000;
+    pub const FAIL_TIMES_MAX: u32 = 100;
+    pub const PER_PAGE_MAX: u32 = 100;
+}
+
+fn regex(pattern: &str) -> Regex {
+    Regex::new(pattern).expect("the contract's patterns are valid")
+}
+
+static EMAIL: LazyLock<Regex> = LazyLock::new(|| regex(rules::EMAIL));
+static CALLBACK_URL: LazyLock<Regex> = LazyLock::new(|| regex(rules::CALLBACK_URL));
+static TASK_ID: LazyLock<Regex> = LazyLock::new(|| regex(rules::TASK_ID));
+static ACCOUNT_ID: LazyLock<Regex> = LazyLock::new(|| regex(rules::ACCOUNT_ID));
 
 /// Body of `POST /api/v1/users` and `PUT /api/v1/users/{id}` (the seed's `CreateUserRequest`).
 #[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
@@ -22,10 +62,9 @@ pub struct UserInput {
     // Optional in Rust so that a missing field is a field error, not a parse failure.
     #[schema(required = true, nullable = false, min_length = 2, max_length = 100)]
     pub name: Option<String>,
-    /// Required, a valid address.
+    /// Required, a valid address ([`rules::EMAIL`]).
     #[validate(
         required(message = "is required"),
-        email(message = "must be a valid email address"),
         length(max = 254, message = "must be at most 254 characters")
     )]
     #[schema(required = true, nullable = false, format = Email, max_length = 254)]
@@ -117,8 +156,21 @@ fn field_error_from_serde(prefix: &str, path: &str, message: &str) -> FieldError
 
 impl UserInput {
     pub fn validate_input(self) -> Result<ValidUser, ApiError> {
-        if let Err(errors) = self.validate() {
-            return Err(ApiError::validation(field_errors(&errors)));
+        let mut errors = match self.validate() {
+            Ok(()) => Vec::new(),
+            Err(e) => field_errors(&e),
+        };
+        let bad_email = self.email.as_deref().is_some_and(|e| !EMAIL.is_match(e));
+        if bad_email && !errors.iter().any(|e| e.field == "email") {
+            errors.push(FieldError::new(
+                "email",
+                "email",
+                "must be a valid email address",
+            ));
+            errors.sort_by(|a, b| a.field.cmp(&b.field));
+        }
+        if !errors.is_empty() {
+            return Err(ApiError::validation(errors));
         }
         Ok(ValidUser {
             name: self.name.unwrap_or_default(),
@@ -147,9 +199,18 @@ impl CreateTaskRequest {
     pub fn validate_input(self, allow: &AllowList) -> Result<ValidTask, ApiError> {
         let spec = parse_spec(&self.kind, self.payload)?;
         if let Some(url) = &self.callback_url {
-            allow.check(url).map_err(|why| {
-                ApiError::validation(vec![FieldError::new("callback_url", "allowed_host", why)])
-            })?;
+            if url.len() > rules::CALLBACK_URL_MAX || !CALLBACK_URL.is_match(url) {
+                let rule = format!(
+                    "must be an http or https URL without whitespace, at most {} characters",
+                    rules::CALLBACK_URL_MAX
+                );
+                return Err(ApiError::validation(vec![FieldError::new(
+                    "callback_url",
+                    "pattern",
+                    rule,
+                )]));
+            }
+            allow.check(url).map_err(ApiError::callback_not_allowed)?;
         }
         Ok(ValidTask {
             spec,
@@ -158,11 +219,30 @@ impl CreateTaskRequest {
     }
 }
 
+/// Integer fields given as numbers with a zero fraction (`7.0`): JSON Schema counts them as
+/// integers, so the contract accepts them too.
+fn integral(payload: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match payload {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| match v.as_f64() {
+                    Some(f) if v.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                        (k, Value::from(f as i64))
+                    }
+                    _ => (k, v),
+                })
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 fn parse_spec(kind: &str, payload: serde_json::Value) -> Result<TaskSpec, ApiError> {
     let spec = match kind {
-        "credit" => TaskSpec::Credit(from_json::<CreditPayload>(payload, "payload")?),
-        "sleep" => TaskSpec::Sleep(from_json::<SleepPayload>(payload, "payload")?),
-        "flaky" => TaskSpec::Flaky(from_json::<FlakyPayload>(payload, "payload")?),
+        "credit" => TaskSpec::Credit(from_json::<CreditPayload>(integral(payload), "payload")?),
+        "sleep" => TaskSpec::Sleep(from_json::<SleepPayload>(integral(payload), "payload")?),
+        "flaky" => TaskSpec::Flaky(from_json::<FlakyPayload>(integral(payload), "payload")?),
         "echo" => TaskSpec::Echo(payload),
         "poison" => TaskSpec::Poison(payload),
         _ => {
@@ -185,7 +265,7 @@ fn check_ranges(spec: &TaskSpec) -> Result<(), FieldError> {
                     ACCOUNT_ID_RULE,
                 ));
             }
-            if !(1..=1_000_000_000).contains(&c.amount) {
+            if !(1..=rules::CREDIT_AMOUNT_MAX).contains(&c.amount) {
                 return Err(FieldError::new(
                     "payload.amount",
                     "range",
@@ -193,14 +273,14 @@ fn check_ranges(spec: &TaskSpec) -> Result<(), FieldError> {
                 ));
             }
         }
-        TaskSpec::Sleep(s) if s.ms > 60_000 => {
+        TaskSpec::Sleep(s) if s.ms > rules::SLEEP_MS_MAX => {
             return Err(FieldError::new(
                 "payload.ms",
                 "range",
                 "must be between 0 and 60000",
             ));
         }
-        TaskSpec::Flaky(f) if f.fail_times > 100 => {
+        TaskSpec::Flaky(f) if f.fail_times > rules::FAIL_TIMES_MAX => {
             return Err(FieldError::new(
                 "payload.fail_times",
                 "range",
@@ -216,10 +296,12 @@ pub const ACCOUNT_ID_RULE: &str = "must be 1-64 characters of [A-Za-z0-9_-]";
 
 /// Account ids: 1–64 characters of `[A-Za-z0-9_-]`.
 pub fn is_account_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    ACCOUNT_ID.is_match(id)
+}
+
+/// Task ids: hyphenated UUIDs ([`rules::TASK_ID`]).
+pub fn task_id(id: &str) -> Option<uuid::Uuid> {
+    TASK_ID.is_match(id).then(|| id.parse().ok()).flatten()
 }
 
 /// An `Idempotency-Key` header value: 1–255 visible ASCII characters.
@@ -344,13 +426,50 @@ mod tests {
                 ("extra", "unknown_field"),
             ),
             (
-                json!({"type": "echo", "callback_url": "http://evil.example/x"}),
-                ("callback_url", "allowed_host"),
+                json!({"type": "echo", "callback_url": "ftp://127.0.0.1/x"}),
+                ("callback_url", "pattern"),
             ),
         ];
         for (body, want) in cases {
             let e = task(body.clone()).unwrap_err();
             assert_eq!(fields(&e), vec![want], "{body}");
+        }
+        // A URL of the documented form that cannot be used is 422, not a validation error.
+        let e = task(json!({"type": "echo", "callback_url": "http://evil.example/x"})).unwrap_err();
+        assert_eq!(e.status.as_u16(), 422);
+        assert_eq!(e.code, crate::envelope::Code::CallbackNotAllowed);
+    }
+
+    /// The server's checks are the document's patterns: what one accepts, the other does.
+    #[test]
+    fn checks_agree_with_the_documented_patterns() {
+        let key = regex(rules::IDEMPOTENCY_KEY);
+        for k in [
+            "k-1",
+            "",
+            "has space",
+            "tab\there",
+            "é",
+            &"x".repeat(255),
+            &"x".repeat(256),
+        ] {
+            assert_eq!(
+                check_idempotency_key(Some(k)).is_ok(),
+                key.is_match(k),
+                "{k:?}"
+            );
+        }
+        assert!(task_id("0194b3a2-5c1e-7000-8000-000000000000").is_some());
+        assert!(
+            task_id("0194b3a25c1e70008000000000000000").is_none(),
+            "hyphens required"
+        );
+        assert!(task_id("{0194b3a2-5c1e-7000-8000-000000000000}").is_none());
+        for email in ["al@example.com", "a@b", "a.b+c@d-e.f"] {
+            assert!(EMAIL.is_match(email), "{email}");
+        }
+        for email in ["not-an-email", "a@", "@b", "a b@c.d", "a@-b.c"] {
+            assert!(!EMAIL.is_match(email), "{email}");
         }
     }
 

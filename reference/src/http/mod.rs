@@ -71,16 +71,28 @@ pub struct ApiParts {
     pub submit_timeout: Duration,
 }
 
-/// The OpenAPI document and the `/api/v1` routes it describes.
-fn api_v1(state: ApiState) -> (Router, utoipa::openapi::OpenApi) {
+/// The `/api/v1` routes and the generated part of the OpenAPI document that describes them.
+fn api_v1() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(users::list, users::create))
         .routes(routes!(users::get, users::update, users::delete))
         .routes(routes!(tasks::create))
         .routes(routes!(tasks::get))
         .routes(routes!(tasks::account))
-        .with_state(state)
         .split_for_parts()
+}
+
+/// The OpenAPI document of a server taking bodies of up to `body_limit` bytes: the contract.
+pub fn openapi_document(body_limit: usize) -> serde_json::Value {
+    let (_, mut doc) = api_v1();
+    let (_, ops_doc) = OpenApiRouter::<OpsState>::new()
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .split_for_parts();
+    doc.merge(ops_doc);
+    let mut doc = serde_json::to_value(&doc).expect("OpenAPI document serialises");
+    openapi::complete(&mut doc, body_limit);
+    doc
 }
 
 fn ops_routes(ops: OpsState) -> Router {
@@ -93,13 +105,10 @@ fn ops_routes(ops: OpsState) -> Router {
 
 /// The API process's router: `/api/v1`, its OpenAPI document, and the ops endpoints.
 pub fn api_router(state: ApiState, ops: OpsState, tokens: Tokens, tuning: &Tuning) -> Router {
-    let (v1, mut doc) = api_v1(state);
-    let (_, ops_doc) = OpenApiRouter::<OpsState>::new()
-        .routes(routes!(ops::healthz))
-        .routes(routes!(ops::readyz))
-        .split_for_parts();
-    doc.merge(ops_doc);
-    let doc = Arc::new(doc.to_json().expect("OpenAPI document serialises"));
+    let v1 = api_v1().0.with_state(state);
+    let doc = serde_json::to_vec_pretty(&openapi_document(tuning.body_limit))
+        .expect("OpenAPI document serialises");
+    let doc = bytes::Bytes::from(doc);
 
     let mut v1 = v1.route_layer(from_fn_with_state(Arc::new(tokens), middleware::auth));
     if let Some(rate) = tuning.rate_limit {
@@ -110,7 +119,7 @@ pub fn api_router(state: ApiState, ops: OpsState, tokens: Tokens, tuning: &Tunin
     }
     let openapi = get(move || {
         let doc = doc.clone();
-        async move { json_response(StatusCode::OK, doc.as_bytes().to_vec().into()) }
+        async move { json_response(StatusCode::OK, doc) }
     });
     let router = Router::new()
         .merge(v1)
@@ -162,4 +171,28 @@ pub fn with_common_layers(router: Router, tuning: &Tuning) -> Router {
 async fn not_found(req: Request) -> Response {
     let msg = format!("no route for {} {}", req.method(), req.uri().path());
     ApiError::new(StatusCode::NOT_FOUND, Code::NotFound, msg).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    /// `contract/openapi.json` is the document the server serves with its default limits;
+    /// regenerate with `UPDATE_CONTRACT=1 cargo test -p reference contract_document`.
+    #[test]
+    fn contract_document_is_what_the_server_serves() {
+        let generated = super::openapi_document(crate::config::DEFAULT_BODY_LIMIT);
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../contract/openapi.json");
+        if std::env::var_os("UPDATE_CONTRACT").is_some() {
+            let text = serde_json::to_string_pretty(&generated).unwrap() + "\n";
+            std::fs::write(&path, text).unwrap();
+        }
+        let committed: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_default())
+                .unwrap_or_default();
+        assert!(
+            committed == generated,
+            "{} is stale; run UPDATE_CONTRACT=1 cargo test -p reference contract_document",
+            path.display()
+        );
+    }
 }

@@ -20,7 +20,7 @@ use crate::{
     publisher::SubmitError,
     store::{Abandoned, NewTask, Submission},
     validation::{
-        check_idempotency_key, from_json, is_account_id, CreateTaskRequest, ValidTask,
+        check_idempotency_key, from_json, is_account_id, task_id, CreateTaskRequest, ValidTask,
         ACCOUNT_ID_RULE,
     },
 };
@@ -196,9 +196,13 @@ pub async fn get(
     State(s): State<ApiState>,
     PathId(id): PathId<String>,
 ) -> Result<Response, ApiError> {
-    let id: uuid::Uuid = id
-        .parse()
-        .map_err(|_| ApiError::validation(vec![FieldError::new("id", "uuid", "must be a UUID")]))?;
+    let id = task_id(&id).ok_or_else(|| {
+        ApiError::validation(vec![FieldError::new(
+            "id",
+            "pattern",
+            "must be a UUID in its hyphenated form",
+        )])
+    })?;
     let task = s
         .store
         .get_task(id)

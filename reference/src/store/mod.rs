@@ -12,6 +12,7 @@ mod group;
 mod indexes;
 mod keys;
 mod retention;
+mod size;
 mod sqlite;
 mod tasks;
 mod users;
@@ -23,6 +24,7 @@ use sqlx::{any::AnyPoolOptions, AnyPool};
 pub use deliveries::{DeliveryOutcome, DeliveryRow, NewDelivery};
 pub use keys::Submission;
 pub use retention::Swept;
+pub use size::Size;
 pub use tasks::{Abandoned, Finish, FinishOutcome, NewTask, OutboxClaim, OutboxRow, StartOutcome};
 
 use group::{GroupCommit, Op};
