@@ -2,12 +2,12 @@
 //! implementation, and says how each call failed; [`crate::ops`] turns that into the
 //! history's ok, fail or info.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::final_state::TaskView;
+use crate::{conformance::Conformance, final_state::TaskView};
 
 /// Why a call did not return a success.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -53,13 +53,15 @@ struct Envelope {
     data: serde_json::Value,
 }
 
-/// A client of one system under test.
+/// A client of one system under test; with a [`Conformance`], every answer is held to the
+/// contract's document as it comes.
 #[derive(Clone)]
 pub struct Client {
     base: String,
     http: reqwest::Client,
     token: Option<String>,
     timeout: Duration,
+    conformance: Option<Arc<Conformance>>,
 }
 
 impl Client {
@@ -75,7 +77,14 @@ impl Client {
             http,
             token,
             timeout,
+            conformance: None,
         }
+    }
+
+    /// This client, holding every answer to `conformance`'s contract.
+    pub fn with_conformance(mut self, conformance: Arc<Conformance>) -> Client {
+        self.conformance = Some(conformance);
+        self
     }
 
     pub fn base(&self) -> &str {
@@ -105,9 +114,18 @@ impl Client {
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<(u16, reqwest::header::HeaderMap, bytes::Bytes), ClientError> {
-        let res = req.send().await.map_err(|e| self.transport(e))?;
+        let req = req.build().map_err(|e| self.transport(e))?;
+        let (method, path) = (req.method().clone(), req.url().path().to_string());
+        let res = self
+            .http
+            .execute(req)
+            .await
+            .map_err(|e| self.transport(e))?;
         let (status, headers) = (res.status().as_u16(), res.headers().clone());
         let body = res.bytes().await.map_err(|e| self.transport(e))?;
+        if let Some(c) = &self.conformance {
+            c.record(method.as_str(), &path, status, &body);
+        }
         Ok((status, headers, body))
     }
 

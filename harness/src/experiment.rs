@@ -4,13 +4,14 @@
 //! broker → links → webhook sink → SUT → workload beside the nemesis → final read → checkers →
 //! `verdict.json` in the run directory.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
     checker::{self, Checker},
     client::Client,
+    conformance::Conformance,
     final_read::FinalRead,
     history::History,
     infra::Broker,
@@ -169,7 +170,9 @@ pub async fn execute(
         None
     };
     let deployment = Deployment::start(&exp.sut, exp.external.as_ref(), broker, run.path()).await?;
-    let client = Client::new(&deployment.base_url, exp.token.clone(), exp.request_timeout);
+    let conformance = Arc::new(Conformance::of_this_contract());
+    let client = Client::new(&deployment.base_url, exp.token.clone(), exp.request_timeout)
+        .with_conformance(conformance.clone());
     let recorder = Recorder::new(client.clone(), history.clone());
     let tally = drive(exp, &deployment, broker, &recorder, sink.as_ref()).await;
 
@@ -190,7 +193,9 @@ pub async fn execute(
     deployment.teardown().await;
     history.flush()?;
     run.write_json("final.json", &state)?;
-    let verdicts = checker::check_all(&exp.checkers(), &ops, &state);
+    let mut verdicts = checker::check_all(&exp.checkers(), &ops, &state);
+    // Every answer the workload got, held to the contract's document as it came.
+    verdicts.push(conformance.verdict());
 
     let parameters = BTreeMap::from([
         ("seed".to_string(), serde_json::json!(exp.seed)),

@@ -12,6 +12,7 @@
 
 pub mod checker;
 pub mod client;
+pub mod conformance;
 pub mod duration;
 pub mod experiment;
 pub mod final_read;
