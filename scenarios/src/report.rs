@@ -79,11 +79,31 @@ impl PropertyRun {
     /// Writes the run directory for a property expected to hold; the property's verdict is
     /// valid when it held.
     pub fn holds<T: Debug>(self, outcome: &Result<(), TestError<T>>) -> RunReport {
+        self.holds_with(outcome, Vec::new())
+    }
+
+    /// [`PropertyRun::holds`], with verdicts of the whole run besides the cases' (e.g. the
+    /// contract's coverage).
+    pub fn holds_with<T: Debug>(
+        self,
+        outcome: &Result<(), TestError<T>>,
+        extra: Vec<Verdict>,
+    ) -> RunReport {
         let mut v = Verdict::new(&format!("property:{}", self.name));
         if let Err(e) = outcome {
             v.anomaly("counterexample", counterexample(e));
         }
+        for e in &extra {
+            self.case_verdicts_into_worst(e);
+        }
         self.finish(v, "held", true)
+    }
+
+    fn case_verdicts_into_worst(&self, v: &Verdict) {
+        self.worst
+            .lock()
+            .expect("lock")
+            .insert(v.checker.clone(), v.clone());
     }
 
     /// Writes the run directory for a property run against a naive variant; the verdict is

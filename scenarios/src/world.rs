@@ -2,10 +2,11 @@
 //! processes, each behind its own fault-proxy link) on the real broker, shared by the cases of
 //! one property. Cases stay apart by their keys and accounts, and read only what they made.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use harness::{
     client::Client,
+    conformance::Conformance,
     final_read::FinalRead,
     final_state::FinalState,
     history::History,
@@ -33,7 +34,9 @@ pub fn fast_retries() -> Vec<Duration> {
 /// A started system and what it needs.
 pub struct World {
     pub deployment: Deployment,
+    /// Holds every answer to the contract's document.
     pub client: Client,
+    pub conformance: Arc<Conformance>,
     pub amqp_url: String,
     /// The broker, as the nemesis sees it (shared: never faulted).
     broker: Broker,
@@ -44,23 +47,31 @@ impl World {
     /// Starts the reference with `args` (strategy switches) and `workers` workers, and a Redis
     /// when `redis` (the `redis` cache and the `redis-setnx` dedupe need one).
     pub async fn start(args: &[&str], workers: usize, redis: bool) -> World {
-        harness::init_test_tracing();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let config = SutConfig {
+        World::start_config(SutConfig {
             workers,
             args: args.iter().map(|a| a.to_string()).collect(),
             retry_delays: fast_retries(),
             redis,
             ..SutConfig::default()
-        };
+        })
+        .await
+    }
+
+    /// Starts the reference as `config` says.
+    pub async fn start_config(config: SutConfig) -> World {
+        harness::init_test_tracing();
+        let dir = tempfile::tempdir().expect("temp dir");
         let broker = Broker::External(amqp_url());
         let deployment = Deployment::start(&config, None, &broker, dir.path())
             .await
             .expect("the reference starts");
-        let client = Client::new(&deployment.base_url, None, Duration::from_secs(5));
+        let conformance = Arc::new(Conformance::of_this_contract());
+        let client = Client::new(&deployment.base_url, None, Duration::from_secs(5))
+            .with_conformance(conformance.clone());
         World {
             deployment,
             client,
+            conformance,
             amqp_url: amqp_url(),
             broker,
             _dir: dir,

@@ -95,7 +95,7 @@ pub async fn case(
     }
     let state = world.final_state(&history, settle).await;
     let checkers: [Box<dyn Checker>; 2] = [Box::new(Bank), Box::new(TaskLedger)];
-    Ok(verdicts(&checkers, &history, &state))
+    Ok(verdicts(world, &checkers, &history, &state))
 }
 
 /// Every credit task reaches SUCCESS exactly once and every account's balance is the sum of

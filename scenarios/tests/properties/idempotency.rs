@@ -83,7 +83,8 @@ async fn case(
     seen: &Seen,
 ) -> Result<Vec<Verdict>, TestCaseError> {
     let history = History::new();
-    let impatient = Client::new(world.client.base(), None, Duration::from_millis(30));
+    let impatient = Client::new(world.client.base(), None, Duration::from_millis(30))
+        .with_conformance(world.conformance.clone());
     let c = Case {
         recorder: world.recorder(&history),
         impatient: Recorder::new(impatient, history.clone()),
@@ -95,7 +96,7 @@ async fn case(
     }
     let state = world.final_state(&history, Duration::from_secs(20)).await;
     let checkers: [Box<dyn Checker>; 2] = [Box::new(Idempotency), Box::new(TaskLedger)];
-    let found = verdicts(&checkers, &history, &state);
+    let found = verdicts(world, &checkers, &history, &state);
     let count = |name: &str| found[0].counts.get(name).copied().unwrap_or(0);
     seen.conflicts
         .fetch_add(count("conflicts_409"), Ordering::SeqCst);

@@ -115,7 +115,7 @@ pub async fn case(
     }
     let state = world.final_state(&history, Duration::from_secs(20)).await;
     let checkers: [Box<dyn Checker>; 2] = [Box::new(TaskLedger), Box::new(DeadLetters)];
-    Ok(verdicts(&checkers, &history, &state))
+    Ok(verdicts(world, &checkers, &history, &state))
 }
 
 async fn observe(world: &World, (id, track): &mut (String, Track)) -> Result<(), TestCaseError> {

@@ -3,6 +3,7 @@
 //! under target/harness/runs. One binary keeps compile and link times down.
 
 mod bad_input;
+mod contract;
 mod exactly_once;
 mod idempotency;
 mod lifecycle;

@@ -105,7 +105,7 @@ async fn crash_case(world: &World, steps: &[Work]) -> Result<Vec<Verdict>, TestC
     }
     let state = world.final_state(&history, SHORT_SETTLE).await;
     let checkers: [Box<dyn Checker>; 1] = [Box::new(TaskLedger)];
-    Ok(verdicts(&checkers, &history, &state))
+    Ok(verdicts(world, &checkers, &history, &state))
 }
 
 /// `--ack auto`: the broker forgets a message as it delivers it, so a worker killed while it

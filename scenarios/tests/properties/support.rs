@@ -13,7 +13,7 @@ use proptest::{
     test_runner::{Config, TestCaseError, TestError, TestRunner},
 };
 use reports::{Validity, Verdict};
-use scenarios::report::PropertyRun;
+use scenarios::{report::PropertyRun, world::World};
 
 /// Runs `case` over values of `strategy`; returns the outcome and what the cases found.
 pub fn run_property<S>(
@@ -52,13 +52,17 @@ where
     (outcome, run)
 }
 
-/// Runs `checkers` over a case's history and final state.
+/// Runs `checkers` over a case's history and final state, with the contract's verdict on the
+/// answers the case got.
 pub fn verdicts(
+    world: &World,
     checkers: &[Box<dyn Checker>],
     history: &History,
     state: &FinalState,
 ) -> Vec<Verdict> {
-    checker::check_all(checkers, &history.ops(), state)
+    let mut all = checker::check_all(checkers, &history.ops(), state);
+    all.push(world.conformance.since_last());
+    all
 }
 
 /// Panics with the counterexample unless the property held.
