@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use harness::run::exit_code;
-use loadtests::profiles::{ab, capacity, compare, e2e, run, seed_table};
+use loadtests::profiles::{ab, capacity, compare, e2e, run, seed_table, soak};
 use reports::RunReport;
 
 /// Load tests of API + RabbitMQ worker systems, with goose.
@@ -44,6 +44,8 @@ enum Profile {
     Compare(Box<compare::CompareArgs>),
     /// Regression gate: a candidate configuration against a baseline, side by side.
     Gate(Box<ab::GateArgs>),
+    /// A long run at a fixed rate: memory, store and logs must stop growing once retention applies.
+    Soak(Box<soak::SoakArgs>),
     /// Serve the bare comparator handler (started by `compare`).
     #[command(hide = true)]
     ServeBare {
@@ -62,6 +64,7 @@ async fn dispatch(profile: Profile) -> anyhow::Result<Option<RunReport>> {
         Profile::E2e(a) => e2e::run(*a).await?,
         Profile::Compare(a) => compare::run(*a).await?,
         Profile::Gate(a) => ab::run(*a).await?,
+        Profile::Soak(a) => soak::run(*a).await?,
         Profile::ServeBare { addr, body_file } => {
             loadtests::comparators::bare::serve(addr, &body_file).await?;
             return Ok(None);

@@ -63,6 +63,8 @@ pub struct Target {
     pub sut_args: Vec<String>,
     /// Process ids of the reference's processes (API first).
     pub pids: Vec<i32>,
+    /// The reference's directory: its SQLite store and its logs.
+    pub dir: Option<std::path::PathBuf>,
     deployment: Option<Deployment>,
 }
 
@@ -94,6 +96,7 @@ impl Target {
             token: Some(token),
             sut_args: spec.args.clone(),
             pids,
+            dir: Some(dir.to_path_buf()),
             deployment: Some(deployment),
         })
     }
@@ -118,6 +121,7 @@ impl Target {
             token: std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()),
             sut_args: Vec::new(),
             pids: Vec::new(),
+            dir: None,
             deployment: None,
         })
     }

@@ -214,10 +214,19 @@ pub struct Gate {
     pub passed: bool,
 }
 
+/// A long run's sizes over time: memory, store rows and bytes, logs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Soak {
+    /// The retention the system ran with, in seconds.
+    pub retention_s: f64,
+    pub series: Vec<Series>,
+}
+
 /// Everything a load run measured.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct LoadReport {
-    /// The profile that ran: `mixed`, `seed-table`, `capacity`, `e2e`, `compare`, `gate`.
+    /// The profile that ran: `mixed`, `seed-table`, `capacity`, `e2e`, `compare`, `gate`,
+    /// `soak`.
     pub profile: String,
     #[serde(default)]
     pub steps: Vec<LoadStep>,
@@ -228,4 +237,6 @@ pub struct LoadReport {
     #[serde(default)]
     pub comparisons: Vec<Comparison>,
     pub gate: Option<Gate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak: Option<Soak>,
 }

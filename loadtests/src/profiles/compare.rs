@@ -55,6 +55,11 @@ pub struct CompareArgs {
     #[arg(long, default_value_t = 64, help_heading = "Comparison")]
     pub connections: usize,
 
+    /// Concurrent submitters of the pipeline measurement (closed loop: the submissions' P99 is
+    /// at this concurrency).
+    #[arg(long, default_value_t = 16, help_heading = "Comparison")]
+    pub pipeline_connections: usize,
+
     /// Tasks (and raw messages) of each pipeline measurement.
     #[arg(long, default_value_t = 10_000, help_heading = "Comparison")]
     pub messages: usize,
@@ -366,16 +371,18 @@ async fn tasks_per_s(
 }
 
 /// The pipeline with wrk: submissions for as long as the raw pair took, then until they ended.
+/// The pipeline with wrk: tasks per second, and the submissions' P99 (ms) as wrk saw it.
 async fn wrk_pipeline(
     loaded: &Loaded,
     completions: &crate::completions::Completions,
     duration: Duration,
-) -> anyhow::Result<f64> {
+    connections: usize,
+) -> anyhow::Result<(f64, Option<f64>)> {
     let (before, _) = completions.tally();
     let w = Wrk {
         base_url: &loaded.target.base_url,
         token: loaded.target.token.as_deref(),
-        connections: 128,
+        connections,
         duration,
         cpu: None,
     };
@@ -385,7 +392,13 @@ async fn wrk_pipeline(
             body: r#"{"type":"echo","payload":{"n":1}}"#,
         })
         .await?;
-    tasks_per_s(completions, before, r.requests - r.non_2xx, started).await
+    eprintln!(
+        "    wrk:   {:.0} submissions/s accepted, P99 {}",
+        (r.requests - r.non_2xx) as f64 / duration.as_secs_f64(),
+        r.p99_ms.map_or("-".into(), |p| format!("{p:.2} ms"))
+    );
+    let rate = tasks_per_s(completions, before, r.requests - r.non_2xx, started).await?;
+    Ok((rate, r.p99_ms))
 }
 
 /// The task pipeline against the raw lapin pair.
@@ -414,15 +427,17 @@ async fn pipeline(ctx: &mut Ctx<'_>, loaded: &Loaded) -> anyhow::Result<Vec<Comp
         if ctx.wants(Generator::Wrk) {
             let raw_time =
                 Duration::from_secs_f64(ctx.args.messages as f64 / raw).max(Duration::from_secs(2));
-            let ours =
-                wrk_pipeline(loaded, completions, raw_time.max(ctx.args.duration / 2)).await?;
+            let duration = raw_time.max(ctx.args.duration / 2);
+            let (ours, submit_p99) =
+                wrk_pipeline(loaded, completions, duration, ctx.args.pipeline_connections).await?;
             eprintln!("    wrk:   pipeline {ours:.0} tasks/s, raw pair {raw:.0} msg/s");
             wrk_rounds.push(Round {
-                ours: (ours, None),
+                ours: (ours, submit_p99),
                 theirs: (raw, None),
             });
         }
     }
+    // With wrk, "ours" carries the submissions' P99 as wrk saw it.
     let name = "task pipeline (202 → SUCCESS) vs raw lapin publisher + consumer";
     let labels = ("reference tasks", "raw lapin pair");
     let mut out = Vec::new();

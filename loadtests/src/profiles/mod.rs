@@ -6,3 +6,4 @@ pub mod compare;
 pub mod e2e;
 pub mod run;
 pub mod seed_table;
+pub mod soak;

@@ -1,0 +1,315 @@
+//! `loadtests soak`: a long run at a fixed rate with housekeeping on a short retention,
+//! sampling what must not keep growing once retention applies: the processes' memory, the
+//! store's rows and bytes, the outbox; and the log volume, which grows with traffic until the
+//! operator's rotation takes it.
+
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+
+use clap::Args;
+use goose::config::GooseConfiguration;
+use reports::{load::Soak, LoadReport, RunReport, Series, Verdict};
+
+use crate::{
+    attack::Step,
+    session::{summary_line, Common, Session},
+    workload::Mix,
+};
+
+#[derive(Debug, Clone, Args)]
+pub struct SoakArgs {
+    #[command(flatten)]
+    pub common: Common,
+
+    /// How long the load runs.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30m", help_heading = "Soak")]
+    pub duration: Duration,
+
+    /// Requests per second offered (half the knee `capacity` found is a good choice).
+    #[arg(long, default_value_t = 500, help_heading = "Soak")]
+    pub rate: usize,
+
+    /// The reference's --dedupe-retention and --idempotency-ttl for the run: short, so that
+    /// retention applies within it.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5m", help_heading = "Soak")]
+    pub retention: Duration,
+
+    /// How often the sizes are sampled.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s", help_heading = "Soak")]
+    pub sample_every: Duration,
+
+    /// Transaction weights: cached, after-write, list, create, submit, balance, e2e.
+    #[arg(long, default_value_t = Mix::WITH_TASKS, help_heading = "Workload")]
+    pub mix: Mix,
+
+    #[command(flatten)]
+    pub goose: GooseConfiguration,
+}
+
+/// Growth allowed between the two windows the verdict compares, beyond this share.
+const GROWTH: f64 = 0.10;
+
+/// What one sample reads.
+struct Probe {
+    http: reqwest::Client,
+    base_url: String,
+    pids: Vec<(String, i32)>,
+    /// The reference's directory (store file, logs), when the harness started it.
+    dir: Option<PathBuf>,
+}
+
+fn rss_bytes(pid: i32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024.0)
+}
+
+fn file_bytes(paths: impl Iterator<Item = PathBuf>) -> f64 {
+    paths
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len() as f64)
+        .sum()
+}
+
+/// The gauges of `/metrics` this soak follows, by series name.
+fn gauges(text: &str) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((key, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        if let Some(labels) = key.strip_prefix("reference_store_rows{") {
+            let table = labels
+                .trim_end_matches('}')
+                .trim_start_matches("table=\"")
+                .trim_end_matches('"');
+            out.push((format!("rows: {table}"), value));
+        } else if key == "reference_store_bytes" {
+            out.push(("store bytes".into(), value));
+        } else if key == "reference_outbox_backlog" && value.is_finite() {
+            out.push(("outbox backlog".into(), value));
+        }
+    }
+    out
+}
+
+impl Probe {
+    async fn sample(&self) -> Vec<(String, f64)> {
+        let mut out: Vec<(String, f64)> = self
+            .pids
+            .iter()
+            .filter_map(|(name, pid)| Some((format!("RSS {name}"), rss_bytes(*pid)?)))
+            .collect();
+        if let Ok(res) = self
+            .http
+            .get(format!("{}/metrics", self.base_url))
+            .send()
+            .await
+        {
+            out.extend(gauges(&res.text().await.unwrap_or_default()));
+        }
+        if let Some(dir) = &self.dir {
+            let wal = ["store.db-wal"].iter().map(|f| dir.join(f));
+            out.push(("SQLite WAL bytes".into(), file_bytes(wal)));
+            let logs = std::fs::read_dir(dir.join("logs"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path());
+            out.push(("log bytes".into(), file_bytes(logs)));
+        }
+        out
+    }
+}
+
+/// Whether a series stopped growing: its mean over the last fifth of the run within
+/// [`GROWTH`] of its mean over the fifth before. Log volume grows with traffic by nature and is
+/// reported, not judged.
+fn judge(series: &[Series]) -> Verdict {
+    let mut v = Verdict::new("soak: no growth once retention applies");
+    let mut judged = 0;
+    for s in series.iter().filter(|s| s.name != "log bytes") {
+        let n = s.points.len();
+        if n < 10 {
+            continue;
+        }
+        let window = n / 5;
+        let mean = |pts: &[[f64; 2]]| pts.iter().map(|p| p[1]).sum::<f64>() / pts.len() as f64;
+        let late = mean(&s.points[n - window..]);
+        let before = mean(&s.points[n - 2 * window..n - window]);
+        judged += 1;
+        v.measure(&format!("{} (end)", s.name), late);
+        // Small absolute values (an idle outbox) may wobble without growing.
+        if late > before * (1.0 + GROWTH) && late - before > 100.0 {
+            v.anomaly(
+                "still_growing",
+                serde_json::json!({"series": s.name, "before": before, "last": late}),
+            );
+        }
+    }
+    v.count("series_judged", judged);
+    if judged == 0 {
+        v.undecided();
+        v.summary("too few samples to judge growth (run longer or sample more often)");
+    } else {
+        v.summary(format!(
+            "{judged} series judged: the last fifth of the run within {:.0} % of the fifth before",
+            GROWTH * 100.0
+        ));
+    }
+    v
+}
+
+pub async fn run(args: SoakArgs) -> anyhow::Result<RunReport> {
+    anyhow::ensure!(args.rate > 0, "--rate must be above 0");
+    let mut session = Session::start("load-soak", args.common.clone(), args.goose.clone()).await?;
+    let retention = humantime::format_duration(args.retention).to_string();
+    let spec = session.spec(&[
+        "--dedupe-retention".into(),
+        retention.clone(),
+        "--idempotency-ttl".into(),
+        retention,
+    ]);
+    let loaded = session.load(&spec).await?;
+    let names = ["api".to_string()]
+        .into_iter()
+        .chain((0..).map(|i| format!("worker-{i}")));
+    let probe = Probe {
+        http: reqwest::Client::new(),
+        base_url: loaded.target.base_url.clone(),
+        pids: names.zip(loaded.target.pids.iter().copied()).collect(),
+        dir: loaded.target.dir.clone(),
+    };
+    let sampler = tokio::spawn(sample(probe, args.sample_every, args.duration));
+    let step = Step {
+        label: format!(
+            "soak @ {} req/s for {}",
+            args.rate,
+            humantime::format_duration(args.duration)
+        ),
+        stem: "soak".into(),
+        users: (args.rate / 4).clamp(16, 1024),
+        run_time: args.duration,
+        rate: Some(args.rate),
+        thresholds: Vec::new(),
+        abort_on_threshold: false,
+        print: false,
+        max_requests: None,
+    };
+    eprintln!(
+        "soak: {} (sampled every {:?})",
+        step.label, args.sample_every
+    );
+    let mut runner = session.runner();
+    // The run's own bound: what the rate sends in the duration, and a fifth more.
+    let expected = args.rate as f64 * args.duration.as_secs_f64() * 1.2;
+    runner.max_requests = runner.max_requests.max(expected as u64);
+    let result = runner
+        .run(&loaded.workload, args.mix, &step, &loaded.target.sut_args)
+        .await;
+    let series = sampler.await?;
+    loaded.stop().await;
+    let measured = result?;
+    eprintln!("{}", summary_line(&measured));
+    let verdict = judge(&series);
+    for s in &series {
+        if let (Some(first), Some(last)) = (s.points.first(), s.points.last()) {
+            println!(
+                "  {:<28} start {:>14.0}  end {:>14.0}",
+                s.name, first[1], last[1]
+            );
+        }
+    }
+    let load = LoadReport {
+        profile: "soak".into(),
+        steps: vec![measured],
+        soak: Some(Soak {
+            retention_s: args.retention.as_secs_f64(),
+            series,
+        }),
+        ..Default::default()
+    };
+    let parameters = BTreeMap::from([
+        ("rate".to_string(), serde_json::json!(args.rate)),
+        (
+            "duration_s".to_string(),
+            serde_json::json!(args.duration.as_secs()),
+        ),
+    ]);
+    session.finish(parameters, vec![verdict], load, true)
+}
+
+/// Samples until the load's duration has passed; the series by name.
+async fn sample(probe: Probe, every: Duration, duration: Duration) -> Vec<Series> {
+    let started = tokio::time::Instant::now();
+    let mut series: BTreeMap<String, Series> = BTreeMap::new();
+    let mut tick = tokio::time::interval(every);
+    while started.elapsed() <= duration {
+        tick.tick().await;
+        let t = started.elapsed().as_secs_f64();
+        for (name, value) in probe.sample().await {
+            let unit = if name.starts_with("rows") || name == "outbox backlog" {
+                "rows"
+            } else {
+                "bytes"
+            };
+            series
+                .entry(name.clone())
+                .or_insert_with(|| Series::new(&name, "s", unit))
+                .push(t, value);
+        }
+    }
+    series.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(name: &str, values: impl Iterator<Item = f64>) -> Series {
+        let mut s = Series::new(name, "s", "rows");
+        for (i, v) in values.enumerate() {
+            s.push(i as f64, v);
+        }
+        s
+    }
+
+    #[test]
+    fn a_plateau_passes_and_steady_growth_fails() {
+        let flat = series(
+            "rows: deliveries",
+            (0..50).map(|i| 5000.0 + f64::from(i % 3)),
+        );
+        assert_eq!(judge(&[flat]).validity, reports::Validity::Valid);
+        let growing = series("rows: deliveries", (0..50).map(|i| 1000.0 * f64::from(i)));
+        let v = judge(&[growing]);
+        assert_eq!(v.anomaly_count("still_growing"), 1);
+        let logs = series("log bytes", (0..50).map(|i| 1e6 * f64::from(i)));
+        assert_eq!(
+            judge(&[logs]).validity,
+            reports::Validity::Unknown,
+            "logs are not judged"
+        );
+    }
+
+    #[test]
+    fn store_gauges_are_read() {
+        let text = "reference_store_rows{table=\"deliveries\"} 12\nreference_store_bytes 4096\nreference_outbox_backlog NaN\n";
+        assert_eq!(
+            gauges(text),
+            vec![
+                ("rows: deliveries".to_string(), 12.0),
+                ("store bytes".to_string(), 4096.0)
+            ]
+        );
+    }
+}
