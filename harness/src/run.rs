@@ -61,6 +61,9 @@ impl RunDir {
             .map(Path::to_path_buf)
             .unwrap_or_else(Self::default_base);
         std::fs::create_dir_all(&base)?;
+        // Absolute, because child processes (a private broker's HOME, for one) resolve a
+        // relative path against their own working directory.
+        let base = base.canonicalize()?;
         let started_at = time::OffsetDateTime::now_utc();
         let stamp = format!(
             "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
@@ -154,6 +157,8 @@ impl RunDir {
             validity: Validity::Unknown,
             artifacts: Vec::new(),
             load: None,
+            chaos: None,
+            matrix: None,
         };
         report.seal();
         report
