@@ -25,6 +25,7 @@ pub mod ops;
 pub mod proc;
 pub mod redelivery;
 pub mod run;
+pub mod signals;
 pub mod sink;
 pub mod sut;
 pub mod workload;

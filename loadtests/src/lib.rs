@@ -7,13 +7,11 @@
 //! - [`seed`] and [`workload`]: the data and the goose transactions of the seed's traffic;
 //! - [`completions`]: when tasks end, from the system's events (or polled);
 //! - [`attack`]: one goose run and what it measured;
-//! - [`backlog`]: the outbox and queue depth sampled beside the load;
 //! - [`gate`]: the regression gate; [`comparators`] and [`wrk`]: what the reference is
 //!   compared against, and the light generator;
 //! - [`profiles`]: the subcommands.
 
 pub mod attack;
-pub mod backlog;
 pub mod comparators;
 pub mod completions;
 pub mod gate;

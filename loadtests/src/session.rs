@@ -145,8 +145,8 @@ impl Loaded {
     }
 
     /// Where the sampler reads the backlog.
-    pub fn backlog_source(&self) -> crate::backlog::Source {
-        crate::backlog::Source {
+    pub fn backlog_source(&self) -> harness::signals::Source {
+        harness::signals::Source {
             base_url: self.target.base_url.clone(),
             token: self.target.token.clone(),
             amqp_url: self.target.amqp_url.clone(),

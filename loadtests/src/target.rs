@@ -141,7 +141,7 @@ impl Target {
 
 /// Provisions the broker for runs that start the reference (design §4's order).
 pub async fn broker(choice: BrokerChoice, run_dir: &Path) -> anyhow::Result<Broker> {
-    Ok(Broker::provision(choice, &run_dir.join("broker")).await?)
+    Ok(Broker::provision(choice, &run_dir.join("broker"), &[]).await?)
 }
 
 /// How long to wait for a started system's first answers.

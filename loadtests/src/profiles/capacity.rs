@@ -13,9 +13,10 @@ use reports::{
     LoadReport, RunReport,
 };
 
+use harness::signals::{self, Sample, Sampler};
+
 use crate::{
     attack::Step,
-    backlog::{Sample, Sampler},
     session::{summary_line, Common, Loaded, Session},
     workload::Mix,
 };
@@ -217,7 +218,7 @@ async fn search(
         task_slo_p99: args.task_slo_p99,
         max_error_rate: args.common.max_error_rate / 100.0,
     };
-    let sampler = Sampler::start(loaded.backlog_source());
+    let sampler = Sampler::start(loaded.backlog_source(), Duration::from_secs(1));
     let mut search = Search::new(args.start_rps, args.factor, args.max_rps, args.refine);
     let mut points = Vec::new();
     let mut found: Vec<Signal> = Vec::new();
@@ -289,7 +290,10 @@ async fn search(
             .reduce(f64::max),
         points,
         stopped_because,
-        backlog: sampler.stop().await,
+        backlog: signals::series(&sampler.stop().await)
+            .into_iter()
+            .filter(|s| s.name == "outbox backlog" || s.name == "task queue depth")
+            .collect(),
         drain_s,
         signals: found,
     })
