@@ -5,20 +5,27 @@
 
 use std::{collections::BTreeMap, path::Path};
 
+pub mod chaos;
 pub mod load;
 mod series;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use chaos::{ChaosReport, MatrixReport};
 pub use load::LoadReport;
 pub use series::Series;
 
-/// Identifies the format; bumped when it changes. v2 added the load suite's measurements.
-pub const SCHEMA: &str = "rmq-harness/run-report/v2";
+/// Identifies the format; bumped when it changes. v2 added the load suite's measurements, v3
+/// the chaos suite's (experiment accounts and the strategy matrix).
+pub const SCHEMA: &str = "rmq-harness/run-report/v3";
 
 /// Earlier formats this version still reads: each is a subset of the current one.
-const READABLE: [&str; 2] = ["rmq-harness/run-report/v1", SCHEMA];
+const READABLE: [&str; 3] = [
+    "rmq-harness/run-report/v1",
+    "rmq-harness/run-report/v2",
+    SCHEMA,
+];
 
 /// Whether a checker found the property to hold (Jepsen's `:valid?`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -173,6 +180,12 @@ pub struct RunReport {
     /// What a load run measured (suite `loadtests`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load: Option<LoadReport>,
+    /// What a chaos experiment showed (suite `chaos`, `harness`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chaos: Option<ChaosReport>,
+    /// The strategy × fault matrix (suite `chaos`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matrix: Option<MatrixReport>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -276,6 +289,8 @@ mod tests {
             validity: Validity::Unknown,
             artifacts: vec![],
             load: None,
+            chaos: None,
+            matrix: None,
         };
         report.seal();
         assert_eq!(report.validity, Validity::Valid);
