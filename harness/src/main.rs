@@ -2,7 +2,6 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use harness::{
     checker,
@@ -36,9 +35,10 @@ enum Command {
         /// Directory the run directory is created in [default: HARNESS_RUNS_DIR, else target/harness/runs].
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Broker: auto (AMQP_URL, else a private node, else a container) | node | cluster | container.
-        #[arg(long, value_enum, default_value_t = BrokerChoice::Auto)]
-        broker: BrokerChoice,
+        /// Broker: auto (AMQP_URL, else a private node, else a container) | node | cluster |
+        /// container [default: the experiment's `broker`].
+        #[arg(long, value_enum)]
+        broker: Option<BrokerChoice>,
         /// Overrides the experiment's name.
         #[arg(long)]
         name: Option<String>,
@@ -57,14 +57,13 @@ enum Command {
 }
 
 fn load_experiment(file: Option<&PathBuf>) -> anyhow::Result<Experiment> {
-    let text = match file {
-        None => return Ok(Experiment::default()),
-        Some(p) if p.as_os_str() == "-" => std::io::read_to_string(std::io::stdin())?,
-        Some(p) => {
-            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?
+    Ok(match file {
+        None => Experiment::default(),
+        Some(p) if p.as_os_str() == "-" => {
+            Experiment::parse(&std::io::read_to_string(std::io::stdin())?, "stdin")?
         }
-    };
-    serde_json::from_str(&text).context("the experiment is not valid JSON of the expected shape")
+        Some(p) => Experiment::load(p)?,
+    })
 }
 
 fn print_report(report: &RunReport, dir: &std::path::Path) {
@@ -97,7 +96,7 @@ fn print_report(report: &RunReport, dir: &std::path::Path) {
 async fn run(
     file: Option<PathBuf>,
     out: Option<PathBuf>,
-    choice: BrokerChoice,
+    choice: Option<BrokerChoice>,
     name: Option<String>,
     seed: Option<u64>,
     ops: Option<u64>,
@@ -108,15 +107,24 @@ async fn run(
     exp.ops = ops.unwrap_or(exp.ops);
     let dir = RunDir::create(out.as_deref(), &exp.name)?;
     eprintln!("run directory: {}", dir.path().display());
-    let broker = Broker::provision(choice, &dir.file("broker")).await?;
-    let report = experiment::execute(&exp, &broker, &dir).await?;
+    let broker = Broker::provision(
+        choice.unwrap_or(exp.broker),
+        &dir.file("broker"),
+        &exp.broker_config,
+    )
+    .await?;
+    // Ctrl-C stops the method; the rollbacks and the teardown still run.
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("interrupted: rolling back and stopping everything (Ctrl-C again to abandon)");
+    };
+    let report = experiment::execute_until(&exp, &broker, &dir, interrupt).await?;
     print_report(&report, dir.path());
     Ok(exit_code(&report))
 }
 
 fn check(run_dir: PathBuf) -> anyhow::Result<ExitCode> {
-    let exp: Experiment =
-        serde_json::from_str(&std::fs::read_to_string(run_dir.join("experiment.json"))?)?;
+    let exp = Experiment::load(&run_dir.join("experiment.json"))?;
     let ops = History::load(&run_dir.join("history.jsonl"))?;
     let state: FinalState =
         serde_json::from_str(&std::fs::read_to_string(run_dir.join("final.json"))?)?;

@@ -2,23 +2,29 @@
 //! in the history (`start-fault`, `stop-fault` by the process `nemesis`), so checkers can tell
 //! what happened when.
 
-use std::time::Duration;
+use std::{sync::Mutex, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
     history::{f, History, OpType, NEMESIS},
-    infra::Broker,
+    infra::{rabbit::Alarm, Broker},
     links::{LinkError, Links},
     sut::{ReferenceSut, SutError, SutProcess},
 };
 
+/// How long a graceful stop may take before the process is killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
 /// One fault, and (implicitly) how it heals.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "fault", rename_all = "kebab-case")]
+#[serde(tag = "fault", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Fault {
     /// kill -9 of a process (`api`, `worker-0`, ...); healed by starting it again.
     Kill { process: String },
+    /// A deploy's restart: SIGTERM (the process drains and exits), then, at the heal, started
+    /// again. Steps of these one after another make a rolling restart.
+    Restart { process: String },
     /// SIGSTOP; healed by SIGCONT.
     Pause { process: String },
     /// A link refuses and cuts connections; healed by enabling it.
@@ -54,6 +60,8 @@ pub enum Fault {
     BrokerPause,
     /// A memory alarm: the broker blocks publishers; healed by clearing it.
     MemoryAlarm,
+    /// A disk alarm (free-space limit above the disk's size): publishers blocked likewise.
+    DiskAlarm,
     /// kill -9 of one cluster member; healed by its rejoin.
     MemberLoss { member: usize },
 }
@@ -72,16 +80,87 @@ pub enum NemesisError {
     Sut(#[from] SutError),
 }
 
-/// What the nemesis can reach.
+impl Fault {
+    /// The fault's kind as written in experiment files, e.g. `link-down`.
+    pub fn kind(&self) -> String {
+        let value = serde_json::to_value(self).expect("fault serialises");
+        value["fault"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// What it hits: a process, a link, or the broker.
+    pub fn target(&self) -> String {
+        match self {
+            Fault::Kill { process } | Fault::Restart { process } | Fault::Pause { process } => {
+                process.clone()
+            }
+            Fault::LinkDown { link }
+            | Fault::Latency { link, .. }
+            | Fault::Blackhole { link }
+            | Fault::ResetPeer { link, .. }
+            | Fault::Bandwidth { link, .. }
+            | Fault::Slicer { link }
+            | Fault::LimitData { link, .. }
+            | Fault::SlowClose { link, .. } => link.clone(),
+            Fault::MemberLoss { member } => format!("member-{member}"),
+            _ => "broker".into(),
+        }
+    }
+
+    /// Whether it acts on the broker itself (needs a broker the harness started).
+    pub fn on_broker(&self) -> bool {
+        self.target() == "broker" || matches!(self, Fault::MemberLoss { .. })
+    }
+}
+
+/// What the nemesis can reach, and the faults in force now (so that a rollback heals exactly
+/// those, also after a cancelled schedule).
 pub struct Nemesis<'a> {
     /// The reference's processes; `None` for an external system (no process faults).
     pub sut: Option<&'a ReferenceSut>,
     pub links: Option<&'a Links>,
     pub broker: &'a Broker,
     pub history: History,
+    active: Mutex<Vec<Fault>>,
 }
 
-impl Nemesis<'_> {
+impl<'a> Nemesis<'a> {
+    pub fn new(
+        sut: Option<&'a ReferenceSut>,
+        links: Option<&'a Links>,
+        broker: &'a Broker,
+        history: History,
+    ) -> Nemesis<'a> {
+        Nemesis {
+            sut,
+            links,
+            broker,
+            history,
+            active: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Faults injected and not yet healed.
+    pub fn active(&self) -> Vec<Fault> {
+        self.active.lock().expect("nemesis lock").clone()
+    }
+
+    /// Heals every fault still in force, and starts any of the system's processes that is
+    /// not running (a rollback: runs after the method, also when it failed or was cancelled).
+    pub async fn heal_all(&self) {
+        for fault in self.active() {
+            if let Err(e) = self.heal(&fault).await {
+                tracing::warn!(?fault, error = %e, "rollback could not heal");
+            }
+        }
+        for process in self.sut.into_iter().flat_map(ReferenceSut::processes) {
+            process.resume();
+            if !process.is_running() {
+                if let Err(e) = process.restart().await {
+                    tracing::warn!(process = %process.name, error = %e, "rollback could not start");
+                }
+            }
+        }
+    }
     fn process(&self, name: &str) -> Result<&SutProcess, NemesisError> {
         self.sut
             .and_then(|s| s.processes().find(|p| p.name == name))
@@ -94,13 +173,23 @@ impl Nemesis<'_> {
 
     /// Injects `fault`, recording it.
     pub async fn start(&self, fault: &Fault) -> Result<(), NemesisError> {
+        // In force from the first attempt: a half-done injection is healed too.
+        self.active
+            .lock()
+            .expect("nemesis lock")
+            .push(fault.clone());
         self.recorded(f::START_FAULT, fault, self.inject(fault))
             .await
     }
 
     /// Heals `fault`, recording it.
     pub async fn heal(&self, fault: &Fault) -> Result<(), NemesisError> {
-        self.recorded(f::STOP_FAULT, fault, self.undo(fault)).await
+        let result = self.recorded(f::STOP_FAULT, fault, self.undo(fault)).await;
+        let mut active = self.active.lock().expect("nemesis lock");
+        if let Some(i) = active.iter().position(|a| a == fault) {
+            active.remove(i);
+        }
+        result
     }
 
     async fn recorded(
@@ -122,9 +211,21 @@ impl Nemesis<'_> {
         result
     }
 
+    fn node(&self) -> Result<&crate::infra::rabbit::Node, NemesisError> {
+        self.broker.node().map_err(NemesisError::Broker)
+    }
+
+    fn cluster(&self) -> Result<&crate::infra::rabbit::Cluster, NemesisError> {
+        self.broker.cluster().map_err(NemesisError::Broker)
+    }
+
     async fn inject(&self, fault: &Fault) -> Result<(), NemesisError> {
+        let broker = |e: crate::infra::rabbit::RabbitError| NemesisError::Broker(e.to_string());
         match fault {
             Fault::Kill { process } => self.process(process)?.kill(),
+            Fault::Restart { process } => {
+                self.process(process)?.stop(STOP_GRACE).await;
+            }
             Fault::Pause { process } => self.process(process)?.pause(),
             Fault::LinkDown { link } => self.links()?.down(link).await?,
             Fault::Latency {
@@ -140,18 +241,30 @@ impl Nemesis<'_> {
             Fault::Slicer { link } => self.links()?.slicer(link, 64, 32, 500).await?,
             Fault::LimitData { link, bytes } => self.links()?.limit_data(link, *bytes).await?,
             Fault::SlowClose { link, ms } => self.links()?.slow_close(link, *ms).await?,
-            broker_fault => self
-                .broker
-                .inject(broker_fault)
+            Fault::BrokerStop => self.node()?.stop().await.map_err(broker)?,
+            Fault::BrokerKill => self.node()?.kill(),
+            Fault::BrokerPause => self.node()?.pause(),
+            Fault::MemoryAlarm => self
+                .node()?
+                .set_alarm(Alarm::Memory, true)
                 .await
-                .map_err(NemesisError::Broker)?,
+                .map_err(broker)?,
+            Fault::DiskAlarm => self
+                .node()?
+                .set_alarm(Alarm::Disk, true)
+                .await
+                .map_err(broker)?,
+            Fault::MemberLoss { member } => self.cluster()?.lose_member(*member),
         }
         Ok(())
     }
 
     async fn undo(&self, fault: &Fault) -> Result<(), NemesisError> {
+        let broker = |e: crate::infra::rabbit::RabbitError| NemesisError::Broker(e.to_string());
         match fault {
-            Fault::Kill { process } => self.process(process)?.restart().await?,
+            Fault::Kill { process } | Fault::Restart { process } => {
+                self.process(process)?.restart().await?
+            }
             Fault::Pause { process } => self.process(process)?.resume(),
             Fault::LinkDown { link } => self.links()?.up(link).await?,
             Fault::Latency { link, .. }
@@ -161,18 +274,30 @@ impl Nemesis<'_> {
             | Fault::Slicer { link }
             | Fault::LimitData { link, .. }
             | Fault::SlowClose { link, .. } => self.links()?.clear(link).await?,
-            broker_fault => self
-                .broker
-                .heal(broker_fault)
+            Fault::BrokerStop | Fault::BrokerKill => {
+                self.node()?.start_again().await.map_err(broker)?
+            }
+            Fault::BrokerPause => self.node()?.resume(),
+            Fault::MemoryAlarm => self
+                .node()?
+                .set_alarm(Alarm::Memory, false)
                 .await
-                .map_err(NemesisError::Broker)?,
+                .map_err(broker)?,
+            Fault::DiskAlarm => self
+                .node()?
+                .set_alarm(Alarm::Disk, false)
+                .await
+                .map_err(broker)?,
+            Fault::MemberLoss { member } => {
+                self.cluster()?.rejoin(*member).await.map_err(broker)?
+            }
         }
         Ok(())
     }
 }
 
 /// A fault at a time, held for a while, then healed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Step {
     /// Since the workload started.
     #[serde(with = "crate::duration")]
@@ -181,6 +306,34 @@ pub struct Step {
     pub hold: Duration,
     #[serde(flatten)]
     pub fault: Fault,
+}
+
+/// By hand, because serde cannot refuse unknown fields of a struct that flattens another: the
+/// timing is taken out and the rest must be exactly one fault.
+impl<'de> Deserialize<'de> for Step {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Step, D::Error> {
+        use serde::de::Error;
+        let mut map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        let mut timing = |name: &'static str| {
+            let value = map
+                .remove(name)
+                .ok_or_else(|| D::Error::missing_field(name))?;
+            crate::duration::deserialize(value)
+                .map_err(|e| D::Error::custom(format!("`{name}`: {e}")))
+        };
+        let (at, hold) = (timing("at")?, timing("hold")?);
+        let given: Vec<String> = map.keys().cloned().collect();
+        let fault = Fault::deserialize(serde_json::Value::Object(map)).map_err(D::Error::custom)?;
+        // Serde lets a unit variant (`broker-kill`) through with any fields beside its tag.
+        let known = serde_json::to_value(&fault).map_err(D::Error::custom)?;
+        if let Some(extra) = given.iter().find(|k| known.get(k.as_str()).is_none()) {
+            return Err(D::Error::custom(format!(
+                "unknown field `{extra}` for fault `{}`",
+                fault.kind()
+            )));
+        }
+        Ok(Step { at, hold, fault })
+    }
 }
 
 /// Runs every step of a schedule (steps may overlap); errors are recorded, not fatal.
@@ -227,5 +380,20 @@ mod tests {
             r#"[{"at": "1s", "hold": "1s", "fault": "unplug"}]"#
         )
         .is_err());
+        let misspelt = serde_json::from_str::<Vec<Step>>(
+            r#"[{"at": "1s", "hold": "1s", "fault": "kill", "proces": "api"}]"#,
+        )
+        .unwrap_err();
+        assert!(misspelt.to_string().contains("proces"), "{misspelt}");
+        assert!(serde_json::from_str::<Vec<Step>>(
+            r#"[{"at": "1s", "hold": "1s", "fault": "broker-kill", "extra": 1}]"#
+        )
+        .is_err());
+        assert!(
+            serde_json::from_str::<Vec<Step>>(r#"[{"hold": "1s", "fault": "broker-kill"}]"#)
+                .unwrap_err()
+                .to_string()
+                .contains("at")
+        );
     }
 }

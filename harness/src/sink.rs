@@ -1,6 +1,7 @@
 //! A webhook sink for callbacks: records each delivery (the key from its path, event id, task,
 //! status, whether the signature verifies, arrival time on the history's clock) and answers
-//! 204, or 500 for the first deliveries of each event when asked to, to exercise retries.
+//! 204, or 500 for the first deliveries of each event when asked to, to exercise retries, and
+//! after a delay when asked to, to play a slow receiver.
 
 use std::{
     collections::HashMap,
@@ -16,14 +17,26 @@ use axum::{
     Router,
 };
 
+use serde::{Deserialize, Serialize};
+
 use crate::{final_state::CallbackRecord, history::History};
+
+/// How the sink behaves as a receiver of callbacks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Receiver {
+    /// The first this-many deliveries of each event are answered 500.
+    pub fail_first: u32,
+    /// Every answer waits this long (a slow receiver; past the sender's timeout, a failing one).
+    pub delay_ms: u64,
+}
 
 #[derive(Clone)]
 struct SinkState {
     secret: String,
     history: History,
     records: Arc<Mutex<Vec<CallbackRecord>>>,
-    fail_first: u32,
+    receiver: Receiver,
     failures: Arc<Mutex<HashMap<String, u32>>>,
 }
 
@@ -35,14 +48,18 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// Listens on a free loopback port. Signatures are checked with `secret`; the first
-    /// `fail_first` deliveries of each event are answered 500.
-    pub async fn start(secret: &str, history: History, fail_first: u32) -> std::io::Result<Sink> {
+    /// Listens on a free loopback port. Signatures are checked with `secret`; answers as
+    /// `receiver` says.
+    pub async fn start(
+        secret: &str,
+        history: History,
+        receiver: Receiver,
+    ) -> std::io::Result<Sink> {
         let state = SinkState {
             secret: secret.to_string(),
             history,
             records: Arc::default(),
-            fail_first,
+            receiver,
             failures: Arc::default(),
         };
         let app = Router::new()
@@ -102,14 +119,18 @@ async fn receive(
         time_ns: s.history.now_ns(),
     };
     s.records.lock().expect("sink lock").push(record);
-    let mut failures = s.failures.lock().expect("sink lock");
-    let failed = failures.entry(event_id.unwrap_or_default()).or_default();
-    if *failed < s.fail_first {
-        *failed += 1;
-        StatusCode::INTERNAL_SERVER_ERROR
-    } else {
-        StatusCode::NO_CONTENT
-    }
+    let status = {
+        let mut failures = s.failures.lock().expect("sink lock");
+        let failed = failures.entry(event_id.unwrap_or_default()).or_default();
+        if *failed < s.receiver.fail_first {
+            *failed += 1;
+            StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            StatusCode::NO_CONTENT
+        }
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(s.receiver.delay_ms)).await;
+    status
 }
 
 #[cfg(test)]
@@ -132,7 +153,16 @@ mod tests {
 
     #[tokio::test]
     async fn records_deliveries_and_fails_the_first_when_asked() {
-        let sink = Sink::start("s3cret", History::new(), 1).await.unwrap();
+        let sink = Sink::start(
+            "s3cret",
+            History::new(),
+            Receiver {
+                fail_first: 1,
+                delay_ms: 0,
+            },
+        )
+        .await
+        .unwrap();
         let url = format!("{}/hook/key-1", sink.base_url());
         let body = r#"{"event_id":"e1","task":{"id":"t1","status":"SUCCESS"}}"#;
         assert_eq!(deliver(&url, "s3cret", body).await, 500);

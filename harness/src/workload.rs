@@ -26,7 +26,7 @@ use crate::{
 
 /// The mix of operations, with relative weights for task types.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Mix {
     pub credit: u32,
     pub echo: u32,
@@ -286,10 +286,13 @@ pub async fn run(recorder: &Recorder, generator: Generator, limits: &Limits) -> 
     let pace = limits
         .rate
         .map(|r| Duration::from_secs_f64(limits.concurrency as f64 / r.max(0.001)));
-    let progress = tokio::spawn(report_progress(shared.clone()));
-    let workers = (0..limits.concurrency).map(|i| {
+    // Both abort their tasks when dropped: a cancelled run leaves no client running.
+    let _progress =
+        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(report_progress(shared.clone())));
+    let mut workers = tokio::task::JoinSet::new();
+    for i in 0..limits.concurrency {
         let (shared, recorder, ops) = (shared.clone(), recorder.clone(), limits.ops);
-        tokio::spawn(async move {
+        workers.spawn(async move {
             let mut process = i as u64;
             while shared.started.fetch_add(1, Ordering::SeqCst) < ops
                 && tokio::time::Instant::now() < deadline
@@ -304,10 +307,9 @@ pub async fn run(recorder: &Recorder, generator: Generator, limits: &Limits) -> 
                     tokio::time::sleep(p).await;
                 }
             }
-        })
-    });
-    futures_util::future::join_all(workers).await;
-    progress.abort();
+        });
+    }
+    while workers.join_next().await.is_some() {}
     let tally = *shared.tally.lock().await;
     tracing::info!(
         ok = tally.ok,

@@ -107,12 +107,12 @@ impl World {
 
     /// A nemesis recording into `history`.
     pub fn nemesis(&self, history: &History) -> Nemesis<'_> {
-        Nemesis {
-            sut: self.deployment.sut.as_ref(),
-            links: self.deployment.links.as_ref(),
-            broker: &self.broker,
-            history: history.clone(),
-        }
+        Nemesis::new(
+            self.deployment.sut.as_ref(),
+            self.deployment.links.as_ref(),
+            &self.broker,
+            history.clone(),
+        )
     }
 
     /// kill -9 of worker `worker` (modulo the workers), started again after `down`; both

@@ -13,8 +13,6 @@ use std::{path::Path, sync::Arc};
 
 use serde::{Deserialize, Serialize};
 
-use crate::nemesis::Fault;
-
 /// A port on 127.0.0.1 that was free a moment ago (a server started on it may still lose it
 /// to another process).
 pub fn free_port() -> std::io::Result<u16> {
@@ -61,13 +59,24 @@ pub enum InfraError {
 }
 
 impl Broker {
-    /// Provisions the broker `choice` asks for; private nodes keep their data under `base`.
-    pub async fn provision(choice: BrokerChoice, base: &Path) -> Result<Broker, InfraError> {
+    /// Provisions the broker `choice` asks for; private nodes keep their data under `base` and
+    /// get `config` as extra `rabbitmq.conf` lines (e.g. `consumer_timeout = 5000`).
+    pub async fn provision(
+        choice: BrokerChoice,
+        base: &Path,
+        config: &[String],
+    ) -> Result<Broker, InfraError> {
+        let options = rabbit::NodeOptions {
+            config: config.to_vec(),
+            ..Default::default()
+        };
         match choice {
             BrokerChoice::Auto => Self::auto(base).await,
-            BrokerChoice::Node => Ok(Broker::Node(Arc::new(rabbit::Node::start(base, 1).await?))),
+            BrokerChoice::Node => Ok(Broker::Node(Arc::new(
+                rabbit::Node::start_with(base, 1, &options).await?,
+            ))),
             BrokerChoice::Cluster => Ok(Broker::Cluster(Arc::new(
-                rabbit::Cluster::start(base, 3).await?,
+                rabbit::Cluster::start_with(base, 3, &options).await?,
             ))),
             BrokerChoice::Container => {
                 Ok(Broker::Container(container::start_rabbitmq(None).await?))
@@ -110,7 +119,8 @@ impl Broker {
         }
     }
 
-    fn node(&self) -> Result<&rabbit::Node, String> {
+    /// The node faults act on: the private node, or a cluster's first member.
+    pub fn node(&self) -> Result<&rabbit::Node, String> {
         match self {
             Broker::Node(n) => Ok(n),
             Broker::Cluster(c) => c
@@ -125,50 +135,14 @@ impl Broker {
         }
     }
 
-    fn cluster(&self) -> Result<&rabbit::Cluster, String> {
+    /// The private cluster, for member faults.
+    pub fn cluster(&self) -> Result<&rabbit::Cluster, String> {
         match self {
             Broker::Cluster(c) => Ok(c),
             _ => Err(format!(
                 "member loss needs a cluster (--broker cluster), not {}",
                 self.describe()
             )),
-        }
-    }
-
-    /// Injects a broker fault.
-    pub async fn inject(&self, fault: &Fault) -> Result<(), String> {
-        let e = |e: rabbit::RabbitError| e.to_string();
-        match fault {
-            Fault::BrokerStop => self.node()?.stop().await.map_err(e),
-            Fault::BrokerKill => {
-                self.node()?.kill();
-                Ok(())
-            }
-            Fault::BrokerPause => {
-                self.node()?.pause();
-                Ok(())
-            }
-            Fault::MemoryAlarm => self.node()?.set_memory_alarm(true).await.map_err(e),
-            Fault::MemberLoss { member } => {
-                self.cluster()?.lose_member(*member);
-                Ok(())
-            }
-            other => Err(format!("{other:?} is not a broker fault")),
-        }
-    }
-
-    /// Heals a broker fault.
-    pub async fn heal(&self, fault: &Fault) -> Result<(), String> {
-        let e = |e: rabbit::RabbitError| e.to_string();
-        match fault {
-            Fault::BrokerStop | Fault::BrokerKill => self.node()?.start_again().await.map_err(e),
-            Fault::BrokerPause => {
-                self.node()?.resume();
-                Ok(())
-            }
-            Fault::MemoryAlarm => self.node()?.set_memory_alarm(false).await.map_err(e),
-            Fault::MemberLoss { member } => self.cluster()?.rejoin(*member).await.map_err(e),
-            other => Err(format!("{other:?} is not a broker fault")),
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::{
 
 /// A system that speaks the contract, attached by URL instead of started by the harness.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct External {
     pub base_url: String,
     /// Its topology's prefix and retry delays, for queue depths and dead letters.

@@ -1,6 +1,6 @@
 //! The reference system as the system under test: an `api` process and N `worker` processes
-//! with chosen strategies, each wired to the broker (and to a MySQL store) through its own link,
-//! so that a fault can hit one path and not the others.
+//! with chosen strategies, each wired to the broker (and to a MySQL store, and a Redis) through
+//! its own link, so that a fault can hit one path and not the others.
 
 use std::{
     net::SocketAddr,
@@ -34,7 +34,7 @@ pub struct Backends {
 
 /// How to start the reference.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct SutConfig {
     pub workers: usize,
     /// Flags given to every process: strategy switches (`--dedupe none`), tuning.
@@ -280,7 +280,8 @@ impl Wiring<'_> {
             "json".into(),
         ];
         if let Some(redis) = &self.backends.redis_url {
-            args.extend(["--redis-url".into(), redis.clone()]);
+            let routed = self.route(name, "redis", redis, 6379).await?;
+            args.extend(["--redis-url".into(), routed]);
         }
         args.extend(c.args.iter().cloned());
         Ok(args)

@@ -303,4 +303,98 @@ async fn the_binary_exits_non_zero_when_a_verdict_fails() {
     let bad = harness(&["run", "/no/such/experiment.json", "--out", out_dir]);
     assert_eq!(bad.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("cannot read /no/such/experiment.json"));
+
+    // A misspelt field would make a run that injects nothing and passes: it is refused.
+    let misspelt = dir.path().join("misspelt.json");
+    std::fs::write(
+        &misspelt,
+        "{\n  \"name\": \"m\",\n  \"fualts\": [{\"at\": \"1s\", \"hold\": \"1s\", \"fault\": \"kill\", \"process\": \"api\"}]\n}\n",
+    )
+    .unwrap();
+    let refused = harness(&["run", misspelt.to_str().unwrap(), "--out", out_dir]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("unknown field `fualts`") && stderr.contains("line 3"),
+        "{stderr}"
+    );
+}
+
+/// Ctrl-C in the middle of the method: the faults in force are healed (rollbacks), every
+/// process the run started is stopped, its queues are deleted and its fault proxy is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_run_rolls_back_and_leaves_nothing_behind() {
+    init_tracing();
+    let prefix = format!("it-int-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let exp = Experiment {
+        name: "it-interrupted".into(),
+        ops: 10_000,
+        rate: Some(40.0),
+        concurrency: 4,
+        duration: Duration::from_secs(60),
+        sut: SutConfig {
+            prefix: Some(prefix.clone()),
+            ..Default::default()
+        },
+        faults: vec![
+            Step {
+                at: Duration::from_secs(1),
+                hold: Duration::from_secs(30),
+                fault: Fault::Pause {
+                    process: "worker-0".into(),
+                },
+            },
+            Step {
+                at: Duration::from_secs(1),
+                hold: Duration::from_secs(30),
+                fault: Fault::LinkDown {
+                    link: "api-broker".into(),
+                },
+            },
+        ],
+        ..Experiment::default()
+    };
+    let dir = RunDir::create(Some(&runs_dir()), &exp.name).unwrap();
+    let interrupt = tokio::time::sleep(Duration::from_secs(3));
+    let report = experiment::execute_until(&exp, &Broker::External(amqp_url()), &dir, interrupt)
+        .await
+        .unwrap();
+    assert_eq!(report.validity, Validity::Unknown);
+    assert!(report.verdicts.iter().any(|v| v.checker == "interrupted"));
+    let history = std::fs::read_to_string(dir.file("history.jsonl")).unwrap();
+    assert_eq!(
+        history.matches("\"stop-fault\"").count(),
+        4,
+        "both faults healed by the rollback (invoke and completion each)"
+    );
+    // No process of this run is left: each had the run directory in its arguments.
+    let run_path = dir.path().display().to_string();
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&run_path))
+        .collect();
+    assert!(left.is_empty(), "processes left: {left:?}");
+    // The fault proxy's API no longer listens.
+    let links = url::Url::parse(&report.sut["links"]).unwrap();
+    let addr = format!("{}:{}", links.host_str().unwrap(), links.port().unwrap());
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "fault proxy still up"
+    );
+    // The run's queues are deleted.
+    let conn = lapin::Connection::connect(&amqp_url(), Default::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let queue = format!("{prefix}.tasks.q");
+    let declared = ch
+        .queue_declare(queue.as_str().into(), passive, Default::default())
+        .await;
+    assert!(declared.is_err(), "queue {queue} still exists");
 }

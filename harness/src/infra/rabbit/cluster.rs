@@ -39,13 +39,22 @@ impl Cluster {
     /// `reset`, `join_cluster`, `start_app`: about 3 s each) and waits until every node is a
     /// running member.
     pub async fn start(base: &Path, size: usize) -> Result<Cluster, RabbitError> {
+        Cluster::start_with(base, size, &NodeOptions::default()).await
+    }
+
+    /// Like [`Cluster::start`], every node with `options`' config lines and cookie.
+    pub async fn start_with(
+        base: &Path,
+        size: usize,
+        options: &NodeOptions,
+    ) -> Result<Cluster, RabbitError> {
         if size == 0 {
             return Err(RabbitError::Cluster(
                 "a cluster needs at least one node".into(),
             ));
         }
         let began = Instant::now();
-        let seed_opts = NodeOptions::default();
+        let seed_opts = options.clone();
         // With the management agent running, `stop_app` takes 5.5 s instead of 0.4 s (the
         // agent's statistics shutdown waits out a timer), so joiners boot without it and get it
         // in their plugins file just before `start_app`, which loads it; every later boot has it.

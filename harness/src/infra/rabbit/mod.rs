@@ -24,7 +24,7 @@ use std::{
 use tokio::sync::OnceCell;
 
 pub use cluster::{Cluster, Membership};
-pub use node::{Node, NodeOptions};
+pub use node::{Alarm, Node, NodeOptions};
 
 /// Where the package keeps the real scripts (not the `/usr/sbin` user-switching wrappers).
 const BIN: &str = "/usr/lib/rabbitmq/bin";

@@ -27,6 +27,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(250);
 /// RabbitMQ's default `vm_memory_high_watermark`, restored to clear the alarm.
 const DEFAULT_WATERMARK: &str = "0.4";
+/// RabbitMQ's default `disk_free_limit`, restored to clear the alarm.
+const DEFAULT_DISK_FREE_LIMIT: &str = "50MB";
 /// Last lines of the server's output quoted when it fails to start.
 const LOG_TAIL_LINES: usize = 25;
 /// First error lines of a failed boot quoted before them.
@@ -37,6 +39,32 @@ const FIRST_ERROR_LINES: usize = 12;
 const CTL_DIST_PORTS: (u16, u16) = (36000, 36999);
 /// Fresh ports to try when another process took a port between our check and the VM's bind.
 const PORT_ATTEMPTS: usize = 3;
+
+/// A resource alarm of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alarm {
+    Memory,
+    Disk,
+}
+
+impl Alarm {
+    fn command(self, on: bool) -> &'static [&'static str] {
+        match (self, on) {
+            (Alarm::Memory, true) => &["set_vm_memory_high_watermark", "absolute", "1"],
+            (Alarm::Memory, false) => &["set_vm_memory_high_watermark", DEFAULT_WATERMARK],
+            (Alarm::Disk, true) => &["set_disk_free_limit", "100000GB"],
+            (Alarm::Disk, false) => &["set_disk_free_limit", DEFAULT_DISK_FREE_LIMIT],
+        }
+    }
+
+    /// How `rabbitmq-diagnostics alarms` names it.
+    fn label(self) -> &'static str {
+        match self {
+            Alarm::Memory => "Memory",
+            Alarm::Disk => "Free disk space",
+        }
+    }
+}
 
 /// What differs between nodes beyond their ports and directories.
 #[derive(Debug, Clone)]
@@ -78,6 +106,7 @@ pub struct Node {
     proc: Mutex<Option<Arc<Proc>>>,
     paused: AtomicBool,
     alarm: AtomicBool,
+    disk_alarm: AtomicBool,
     /// Serializes stop and start so two of them never race on one data directory.
     lifecycle: tokio::sync::Mutex<()>,
     last_start: Mutex<Option<Duration>>,
@@ -134,6 +163,7 @@ impl Node {
             proc: Mutex::new(None),
             paused: AtomicBool::new(false),
             alarm: AtomicBool::new(false),
+            disk_alarm: AtomicBool::new(false),
             lifecycle: tokio::sync::Mutex::new(()),
             last_start: Mutex::new(None),
             log_start: AtomicU64::new(0),
@@ -188,9 +218,12 @@ impl Node {
             ("RABBITMQ_ENABLED_PLUGINS_FILE", path("enabled_plugins")),
             ("RABBITMQ_CONFIG_FILE", path("rabbitmq.conf")),
             ("RABBITMQ_CONF_ENV_FILE", path("rabbitmq-env.conf")),
+            // The broker checks `consumer_timeout` on each channel's tick, once a minute by
+            // default; once a second lets a run's low timeout take effect when it says.
             (
                 "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
-                "-kernel inet_dist_use_interface {127,0,0,1}".into(),
+                "-kernel inet_dist_use_interface {127,0,0,1} -rabbit channel_tick_interval 1000"
+                    .into(),
             ),
             // A VM that dies early writes erl_crash.dump into its working directory otherwise.
             ("ERL_CRASH_DUMP", path("log/erl_crash.dump")),
@@ -270,6 +303,7 @@ impl Node {
         // A fresh VM has neither a stop signal pending nor the runtime watermark.
         self.paused.store(false, Ordering::SeqCst);
         self.alarm.store(false, Ordering::SeqCst);
+        self.disk_alarm.store(false, Ordering::SeqCst);
         if let Err(e) = self.wait_ready(&proc, began).await {
             proc.kill();
             self.forget(&proc);
@@ -508,39 +542,48 @@ impl Node {
         self.paused.store(false, Ordering::SeqCst);
     }
 
-    /// Raises (watermark of 1 byte) or clears (the default 0.4 of RAM) a memory alarm, which
-    /// blocks every publishing connection of the node (of the whole cluster, in a cluster).
-    /// Returns once the node reports the alarm in the requested state. A restart clears it.
-    pub async fn set_memory_alarm(&self, on: bool) -> Result<(), RabbitError> {
-        let args: &[&str] = if on {
-            &["set_vm_memory_high_watermark", "absolute", "1"]
-        } else {
-            &["set_vm_memory_high_watermark", DEFAULT_WATERMARK]
+    /// Raises or clears a resource alarm, which blocks every publishing connection of the
+    /// node (of the whole cluster, in a cluster): memory by a watermark of 1 byte (cleared by
+    /// the default 0.4 of RAM), disk by a free-space limit no disk meets (cleared by the
+    /// default 50 MB). Returns once the node reports the alarm in the requested state. A
+    /// restart clears it.
+    pub async fn set_alarm(&self, alarm: Alarm, on: bool) -> Result<(), RabbitError> {
+        self.ctl(alarm.command(on)).await?;
+        let flag = match alarm {
+            Alarm::Memory => &self.alarm,
+            Alarm::Disk => &self.disk_alarm,
         };
-        self.ctl(args).await?;
-        self.alarm.store(on, Ordering::SeqCst);
+        flag.store(on, Ordering::SeqCst);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if self.memory_alarm_active().await? == on {
-                tracing::info!(node = %self.name, on, "memory alarm set");
+            if self.alarm_active(alarm).await? == on {
+                tracing::info!(node = %self.name, ?alarm, on, "alarm set");
                 return Ok(());
             }
             if Instant::now() >= deadline {
                 let state = if on { "not raised" } else { "still raised" };
-                return Err(self.error(format!(
-                    "memory alarm {state} 10 s after setting the watermark"
-                )));
+                return Err(self.error(format!("{alarm:?} alarm {state} 10 s after setting it")));
             }
             tokio::time::sleep(POLL).await;
         }
     }
 
+    /// Raises or clears a memory alarm (see [`Node::set_alarm`]).
+    pub async fn set_memory_alarm(&self, on: bool) -> Result<(), RabbitError> {
+        self.set_alarm(Alarm::Memory, on).await
+    }
+
     /// Does the node report a memory alarm of its own?
     pub async fn memory_alarm_active(&self) -> Result<bool, RabbitError> {
+        self.alarm_active(Alarm::Memory).await
+    }
+
+    /// Does the node report this alarm of its own?
+    pub async fn alarm_active(&self, alarm: Alarm) -> Result<bool, RabbitError> {
         let out = self
             .diagnostics(&["alarms", "--formatter", "json", "--quiet"])
             .await?;
-        Ok(out.contains(&format!("Memory alarm on node {}", self.name)))
+        Ok(out.contains(&format!("{} alarm on node {}", alarm.label(), self.name)))
     }
 
     /// Undoes what a fault may have left: resumes a paused node, starts a dead one again,
@@ -554,7 +597,10 @@ impl Node {
             return Ok(true);
         }
         if self.alarm.load(Ordering::SeqCst) {
-            self.set_memory_alarm(false).await?;
+            self.set_alarm(Alarm::Memory, false).await?;
+        }
+        if self.disk_alarm.load(Ordering::SeqCst) {
+            self.set_alarm(Alarm::Disk, false).await?;
         }
         Ok(false)
     }

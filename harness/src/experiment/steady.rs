@@ -1,0 +1,354 @@
+//! The steady-state hypothesis (Chaos Toolkit's term): probes with tolerances, judged on the
+//! run's history and signals before the first fault and again once the last fault has healed
+//! and the system had time to recover. A system that recovers but then runs degraded (slower,
+//! failing more, a queue that never drains) deviates from its steady state even when no task
+//! was lost.
+
+use std::time::Duration;
+
+use reports::{chaos::ProbeResult, Verdict};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    checker::{Checker, Slo},
+    final_state::FinalState,
+    history::{f, pairs, Op, OpType, NEMESIS},
+    signals::Sample,
+};
+
+/// The probes and when the `after` phase starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SteadyState {
+    pub probes: Vec<Probe>,
+    /// From the last heal to the start of the `after` phase: recovering is not steady.
+    #[serde(with = "crate::duration")]
+    pub after_heal: Duration,
+}
+
+impl Default for SteadyState {
+    /// Few failures, a bounded P99 and a ready system: what any API is expected to show when
+    /// nothing is wrong.
+    fn default() -> Self {
+        SteadyState {
+            probes: vec![
+                Probe::ErrorRate { max: 0.01 },
+                Probe::P99 { max_ms: 500.0 },
+                Probe::Ready,
+            ],
+            after_heal: Duration::from_secs(3),
+        }
+    }
+}
+
+/// One probe and its tolerance, over the submissions of a phase (an HTTP refusal such as a
+/// correct 422 is an answer, not an error; see [`Slo`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "probe", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Probe {
+    /// Share of submissions the service did not answer (5xx, timeouts, refused connections).
+    ErrorRate { max: f64 },
+    /// P99 of submissions, in milliseconds.
+    P99 { max_ms: f64 },
+    /// Accepted submissions per second.
+    Throughput { min: f64 },
+    /// Work waiting (outbox backlog plus task queue depth) at the phase's last sample.
+    QueueDepth { max: f64 },
+    /// `/readyz` said ready in every sample of the phase.
+    Ready,
+}
+
+impl Probe {
+    fn name(&self) -> &'static str {
+        match self {
+            Probe::ErrorRate { .. } => "error-rate",
+            Probe::P99 { .. } => "p99",
+            Probe::Throughput { .. } => "throughput",
+            Probe::QueueDepth { .. } => "queue-depth",
+            Probe::Ready => "ready",
+        }
+    }
+
+    fn tolerance(&self) -> String {
+        match self {
+            Probe::ErrorRate { max } => format!("<= {max}"),
+            Probe::P99 { max_ms } => format!("<= {max_ms} ms"),
+            Probe::Throughput { min } => format!(">= {min}/s"),
+            Probe::QueueDepth { max } => format!("<= {max}"),
+            Probe::Ready => "always".into(),
+        }
+    }
+
+    /// What the phase shows for this probe, and whether it is within tolerance.
+    fn observe(&self, phase: &Phase<'_>) -> (Option<f64>, Option<bool>) {
+        let slo = phase.slo();
+        let within = |observed: Option<f64>, ok: &dyn Fn(f64) -> bool| (observed, observed.map(ok));
+        match self {
+            Probe::ErrorRate { max } => within(
+                slo.measurements.get("availability").map(|a| 1.0 - a),
+                &|e| e <= *max,
+            ),
+            Probe::P99 { max_ms } => {
+                within(slo.measurements.get("p99_ms").copied(), &|p| p <= *max_ms)
+            }
+            Probe::Throughput { min } => within(phase.throughput(), &|t| t >= *min),
+            Probe::QueueDepth { max } => {
+                within(phase.samples.last().and_then(|s| s.backlog()), &|d| {
+                    d <= *max
+                })
+            }
+            Probe::Ready => {
+                let seen: Vec<bool> = phase.samples.iter().filter_map(|s| s.ready).collect();
+                let all = !seen.is_empty() && seen.iter().all(|r| *r);
+                within(
+                    (!seen.is_empty()).then_some(f64::from(u8::from(all))),
+                    &|r| r == 1.0,
+                )
+            }
+        }
+    }
+}
+
+/// A stretch of the run: its submissions (by invocation time) and its samples.
+struct Phase<'a> {
+    name: &'static str,
+    ops: Vec<Op>,
+    samples: Vec<&'a Sample>,
+    seconds: f64,
+}
+
+impl Phase<'_> {
+    fn slo(&self) -> Verdict {
+        Slo {
+            f: f::SUBMIT.into(),
+            p99_ms: f64::INFINITY,
+            availability: 0.0,
+        }
+        .check(&self.ops, &FinalState::default())
+    }
+
+    fn throughput(&self) -> Option<f64> {
+        let accepted = pairs(&self.ops)
+            .iter()
+            .filter(|p| p.outcome() == OpType::Ok)
+            .count();
+        (self.seconds > 0.0 && !self.ops.is_empty()).then(|| accepted as f64 / self.seconds)
+    }
+}
+
+/// `[from, to)` in history nanoseconds.
+fn phase<'a>(
+    name: &'static str,
+    history: &[Op],
+    samples: &'a [Sample],
+    (from, to): (u64, u64),
+) -> Phase<'a> {
+    let ops = pairs(history)
+        .into_iter()
+        .filter(|p| p.invoke.f == f::SUBMIT && (from..to).contains(&p.invoke.time_ns))
+        .flat_map(|p| std::iter::once(p.invoke).chain(p.completion))
+        .cloned()
+        .collect();
+    let samples = samples
+        .iter()
+        .filter(|s| (from..to).contains(&((s.t * 1e9) as u64)))
+        .collect();
+    Phase {
+        name,
+        ops,
+        samples,
+        seconds: (to - from) as f64 / 1e9,
+    }
+}
+
+/// Before the first fault, and from `after_heal` past the last heal to the last submission.
+/// Without faults the whole run is one `before` phase.
+fn phases<'a>(history: &[Op], samples: &'a [Sample], after_heal: Duration) -> Vec<Phase<'a>> {
+    let submits = || history.iter().filter(|o| o.f == f::SUBMIT);
+    let (Some(first), Some(last)) = (
+        submits().map(|o| o.time_ns).min(),
+        submits().map(|o| o.time_ns).max(),
+    ) else {
+        return Vec::new();
+    };
+    let nemesis = |name: &'static str| {
+        history
+            .iter()
+            .filter(move |o| o.process == NEMESIS && o.f == name && o.kind != OpType::Invoke)
+            .map(|o| o.time_ns)
+    };
+    let Some(first_fault) = nemesis(f::START_FAULT).min() else {
+        return vec![phase("before", history, samples, (first, last + 1))];
+    };
+    let after = nemesis(f::STOP_FAULT).max().unwrap_or(u64::MAX - 1) + after_heal.as_nanos() as u64;
+    vec![
+        phase("before", history, samples, (first, first_fault)),
+        phase("after", history, samples, (after, last.max(after) + 1)),
+    ]
+}
+
+/// Judges every probe in every phase. `samples` are on the history's clock (seconds).
+pub fn judge(
+    steady: &SteadyState,
+    history: &[Op],
+    samples: &[Sample],
+) -> (Vec<ProbeResult>, Verdict) {
+    let mut v = Verdict::new("steady-state");
+    let mut results = Vec::new();
+    for phase in phases(history, samples, steady.after_heal) {
+        for probe in &steady.probes {
+            let (observed, held) = probe.observe(&phase);
+            let result = ProbeResult {
+                phase: phase.name.into(),
+                probe: probe.name().into(),
+                observed,
+                tolerance: probe.tolerance(),
+                held,
+            };
+            if held == Some(false) {
+                v.anomaly(
+                    "deviated",
+                    serde_json::to_value(&result).expect("serialises"),
+                );
+            }
+            results.push(result);
+        }
+    }
+    let count = |held: Option<bool>| results.iter().filter(|r| r.held == held).count() as u64;
+    v.count("probes", results.len() as u64)
+        .count("held", count(Some(true)))
+        .count("unobserved", count(None));
+    if steady.probes.is_empty() {
+        v.summary("no probes");
+    } else if results.is_empty() {
+        v.undecided();
+        v.summary("no submissions to probe");
+    } else if v.anomaly_count("deviated") > 0 {
+        v.summary(format!(
+            "deviated: {}",
+            deviations(&results).collect::<Vec<_>>().join(", ")
+        ));
+    } else if count(None) > 0 {
+        v.undecided();
+        v.summary("a phase had nothing to observe (schedule faults later, or run longer)");
+    } else {
+        v.summary(format!(
+            "held: {} probes in {} phases",
+            results.len(),
+            phases_of(&results)
+        ));
+    }
+    (results, v)
+}
+
+fn deviations(results: &[ProbeResult]) -> impl Iterator<Item = String> + '_ {
+    results.iter().filter(|r| r.held == Some(false)).map(|r| {
+        format!(
+            "{} {} {:.3} (tolerance {})",
+            r.phase,
+            r.probe,
+            r.observed.unwrap_or(f64::NAN),
+            r.tolerance
+        )
+    })
+}
+
+fn phases_of(results: &[ProbeResult]) -> usize {
+    let mut names: Vec<&str> = results.iter().map(|r| r.phase.as_str()).collect();
+    names.dedup();
+    names.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::{History, Process};
+    use serde_json::json;
+
+    /// `n` submissions a second apart, answered as `outcome(i)` says, with a fault from
+    /// `fault.0` to `fault.1` seconds.
+    fn history(n: u64, fault: Option<(u64, u64)>, outcome: impl Fn(u64) -> OpType) -> Vec<Op> {
+        let h = History::new();
+        for i in 0..n {
+            let inv = h.invoke(Process::Client(0), f::SUBMIT, json!({}));
+            let status = if outcome(i) == OpType::Ok {
+                json!({"status": 202})
+            } else {
+                json!(null)
+            };
+            h.complete(&inv, outcome(i), status, None);
+        }
+        if fault.is_some() {
+            for name in [f::START_FAULT, f::STOP_FAULT] {
+                let inv = h.invoke(NEMESIS, name, json!({}));
+                h.complete(&inv, OpType::Ok, json!({}), None);
+            }
+        }
+        let mut ops = h.ops();
+        let (start, stop) = fault.unwrap_or((0, 0));
+        let mut nemesis_ops = 0;
+        for op in ops.iter_mut() {
+            op.time_ns = if op.process == NEMESIS {
+                nemesis_ops += 1;
+                let s = if nemesis_ops <= 2 { start } else { stop };
+                s * 1_000_000_000 + 1
+            } else {
+                (op.index / 2) * 1_000_000_000 + (op.index % 2) * 5_000_000
+            };
+        }
+        ops
+    }
+
+    fn judged(ops: &[Op]) -> (Vec<ProbeResult>, Verdict) {
+        judge(
+            &SteadyState {
+                probes: vec![
+                    Probe::ErrorRate { max: 0.1 },
+                    Probe::Throughput { min: 0.5 },
+                ],
+                after_heal: Duration::from_secs(2),
+            },
+            ops,
+            &[],
+        )
+    }
+
+    #[test]
+    fn a_system_that_comes_back_whole_holds() {
+        let ops = history(40, Some((10, 20)), |i| {
+            if (10..20).contains(&i) {
+                OpType::Info
+            } else {
+                OpType::Ok
+            }
+        });
+        let (results, v) = judged(&ops);
+        assert_eq!(v.validity, reports::Validity::Valid, "{v:?}");
+        assert_eq!(results.len(), 4);
+    }
+
+    #[test]
+    fn a_system_that_stays_degraded_after_the_heal_deviates() {
+        let ops = history(40, Some((10, 20)), |i| {
+            if i >= 10 && i % 2 == 0 {
+                OpType::Info
+            } else {
+                OpType::Ok
+            }
+        });
+        let (results, v) = judged(&ops);
+        assert_eq!(v.validity, reports::Validity::Invalid, "{v:?}");
+        let after_error = results
+            .iter()
+            .find(|r| r.phase == "after" && r.probe == "error-rate")
+            .unwrap();
+        assert_eq!(after_error.held, Some(false), "{results:?}");
+    }
+
+    #[test]
+    fn a_fault_until_the_end_leaves_the_after_phase_unobserved() {
+        let ops = history(20, Some((5, 19)), |_| OpType::Ok);
+        let (_, v) = judged(&ops);
+        assert_eq!(v.validity, reports::Validity::Unknown, "{v:?}");
+    }
+}
