@@ -355,7 +355,8 @@ async fn an_interrupted_run_rolls_back_and_leaves_nothing_behind() {
         ..Experiment::default()
     };
     let dir = RunDir::create(Some(&runs_dir()), &exp.name).unwrap();
-    let interrupt = tokio::time::sleep(Duration::from_secs(3));
+    // Lazy: the clock starts when the method does (the first poll), not while the system starts.
+    let interrupt = async { tokio::time::sleep(Duration::from_secs(3)).await };
     let report = experiment::execute_until(&exp, &Broker::External(amqp_url()), &dir, interrupt)
         .await
         .unwrap();
