@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Makes sure the services the tests talk to run on loopback: RabbitMQ (5672), MariaDB (3306,
-# root without password) and Redis (6379). Installs the Debian packages that are missing and
-# starts what is stopped; leaves running services alone. Safe to run again.
+# root without password) and Redis (6379), and that the tools the suites drive are installed
+# (wrk for the load suite's comparators, iptables for the chaos suite's partitions). Installs
+# the Debian packages that are missing and starts what is stopped; leaves running services
+# alone. Safe to run again.
 set -euo pipefail
 
 log() { printf 'services: %s\n' "$*"; }
@@ -62,6 +64,13 @@ ensure_redis() {
   wait_port 6379 Redis 30
 }
 
+ensure_tools() {
+  command -v wrk >/dev/null || apt_install wrk
+  command -v iptables >/dev/null || apt_install iptables
+  log "tools: wrk, iptables"
+}
+
 ensure_rabbitmq
 ensure_mariadb
 ensure_redis
+ensure_tools

@@ -27,6 +27,26 @@ pub enum LinkError {
     },
 }
 
+/// A direction through a link.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    /// From the upstream (the broker, the store) back to the process.
+    #[default]
+    Downstream,
+    /// From the process to the upstream.
+    Upstream,
+}
+
+impl Stream {
+    fn name(self) -> &'static str {
+        match self {
+            Stream::Downstream => "downstream",
+            Stream::Upstream => "upstream",
+        }
+    }
+}
+
 /// The fault proxy server in use, and the links created on it.
 pub struct Links {
     /// `host:port` of the Toxiproxy API.
@@ -170,12 +190,18 @@ impl Links {
         .await
     }
 
-    /// Closes connections once `bytes` have come back from the upstream.
-    pub async fn limit_data(&self, name: &str, bytes: u32) -> Result<(), LinkError> {
+    /// Closes connections once `bytes` have passed in one direction: what comes back from the
+    /// upstream (`downstream`), or what is sent to it (`upstream`).
+    pub async fn limit_data(
+        &self,
+        name: &str,
+        bytes: u32,
+        stream: Stream,
+    ) -> Result<(), LinkError> {
         let n = name.to_string();
         self.blocking("limit_data", name, move |c| {
             c.find_proxy(&n)?
-                .with_limit_data("downstream".into(), bytes, 1.0);
+                .with_limit_data(stream.name().into(), bytes, 1.0);
             Ok(())
         })
         .await

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     history::{f, History, OpType, NEMESIS},
     infra::{rabbit::Alarm, Broker},
-    links::{LinkError, Links},
+    links::{LinkError, Links, Stream},
     sut::{ReferenceSut, SutError, SutProcess},
 };
 
@@ -49,7 +49,13 @@ pub enum Fault {
     /// Writes over a link split into small delayed pieces.
     Slicer { link: String },
     /// A link closes connections after `bytes`.
-    LimitData { link: String, bytes: u32 },
+    LimitData {
+        link: String,
+        bytes: u32,
+        /// `downstream` (what the upstream sends back; the default) or `upstream`.
+        #[serde(default)]
+        stream: Stream,
+    },
     /// A link delays closes.
     SlowClose { link: String, ms: u32 },
     /// The broker node stops (gracefully); healed by starting it again.
@@ -64,6 +70,9 @@ pub enum Fault {
     DiskAlarm,
     /// kill -9 of one cluster member; healed by its rejoin.
     MemberLoss { member: usize },
+    /// One cluster member cut off from the others (its clients still reach it); healed by
+    /// reconnecting it.
+    Partition { member: usize },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,14 +110,21 @@ impl Fault {
             | Fault::Slicer { link }
             | Fault::LimitData { link, .. }
             | Fault::SlowClose { link, .. } => link.clone(),
-            Fault::MemberLoss { member } => format!("member-{member}"),
+            Fault::MemberLoss { member } | Fault::Partition { member } => {
+                format!("member-{member}")
+            }
             _ => "broker".into(),
         }
     }
 
     /// Whether it acts on the broker itself (needs a broker the harness started).
     pub fn on_broker(&self) -> bool {
-        self.target() == "broker" || matches!(self, Fault::MemberLoss { .. })
+        self.target() == "broker" || self.on_cluster()
+    }
+
+    /// Whether it needs a cluster.
+    pub fn on_cluster(&self) -> bool {
+        matches!(self, Fault::MemberLoss { .. } | Fault::Partition { .. })
     }
 }
 
@@ -239,7 +255,11 @@ impl<'a> Nemesis<'a> {
             }
             Fault::Bandwidth { link, kb_per_s } => self.links()?.bandwidth(link, *kb_per_s).await?,
             Fault::Slicer { link } => self.links()?.slicer(link, 64, 32, 500).await?,
-            Fault::LimitData { link, bytes } => self.links()?.limit_data(link, *bytes).await?,
+            Fault::LimitData {
+                link,
+                bytes,
+                stream,
+            } => self.links()?.limit_data(link, *bytes, *stream).await?,
             Fault::SlowClose { link, ms } => self.links()?.slow_close(link, *ms).await?,
             Fault::BrokerStop => self.node()?.stop().await.map_err(broker)?,
             Fault::BrokerKill => self.node()?.kill(),
@@ -255,6 +275,9 @@ impl<'a> Nemesis<'a> {
                 .await
                 .map_err(broker)?,
             Fault::MemberLoss { member } => self.cluster()?.lose_member(*member),
+            Fault::Partition { member } => {
+                self.cluster()?.partition(*member).await.map_err(broker)?
+            }
         }
         Ok(())
     }
@@ -291,6 +314,11 @@ impl<'a> Nemesis<'a> {
             Fault::MemberLoss { member } => {
                 self.cluster()?.rejoin(*member).await.map_err(broker)?
             }
+            Fault::Partition { member } => self
+                .cluster()?
+                .heal_partition(*member)
+                .await
+                .map_err(broker)?,
         }
         Ok(())
     }

@@ -269,7 +269,7 @@ impl Experiment {
             }
             _ if fault.on_broker() => match (self.broker, fault) {
                 (BrokerChoice::Cluster, _) => None,
-                (_, Fault::MemberLoss { .. }) => Some("needs `\"broker\": \"cluster\"`".into()),
+                (_, f) if f.on_cluster() => Some("needs `\"broker\": \"cluster\"`".into()),
                 (BrokerChoice::Node, _) => None,
                 _ => Some("needs a broker the harness starts: `\"broker\": \"node\"`".into()),
             },
@@ -489,10 +489,7 @@ pub async fn execute_until(
 /// Broker faults need a broker the harness started; found before anything starts.
 fn broker_problem(exp: &Experiment, broker: &Broker) -> Option<String> {
     let needs_node = exp.faults.iter().any(|s| s.fault.on_broker());
-    let needs_cluster = exp
-        .faults
-        .iter()
-        .any(|s| matches!(s.fault, Fault::MemberLoss { .. }));
+    let needs_cluster = exp.faults.iter().any(|s| s.fault.on_cluster());
     if needs_cluster {
         broker.cluster().err()
     } else if needs_node {

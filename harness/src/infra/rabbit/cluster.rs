@@ -32,6 +32,22 @@ pub struct Cluster {
     /// Readers need the cluster whole; a writer faults it (see [`Cluster::hold_exclusive`]).
     faults: RwLock<()>,
     healing: Mutex<()>,
+    /// Members cut off now: their rules are removed when the cluster is dropped, whatever
+    /// happened to the run.
+    partitioned: Mutex<Vec<usize>>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in std::mem::take(self.partitioned.get_mut()) {
+            for rule in self.partition_rules(i).unwrap_or_default() {
+                let _ = std::process::Command::new("iptables")
+                    .arg("-D")
+                    .args(&rule)
+                    .output();
+            }
+        }
+    }
 }
 
 impl Cluster {
@@ -63,8 +79,12 @@ impl Cluster {
             ..seed_opts.clone()
         };
         let boots = (1..=size).map(|i| {
-            let opts = if i == 1 { &seed_opts } else { &joiner_opts };
-            Node::start_with(base, i, opts)
+            let opts = NodeOptions {
+                // Each member's inter-node traffic from an address of its own (partitions).
+                dist_source: Some(std::net::Ipv4Addr::new(127, 0, 0, 10 + i as u8)),
+                ..(if i == 1 { &seed_opts } else { &joiner_opts }).clone()
+            };
+            async move { Node::start_with(base, i, &opts).await }
         });
         let nodes: Vec<Arc<Node>> = futures_util::future::try_join_all(boots)
             .await?
@@ -80,6 +100,7 @@ impl Cluster {
             formation: Duration::ZERO,
             faults: RwLock::new(()),
             healing: Mutex::new(()),
+            partitioned: Mutex::new(Vec::new()),
         };
         let all: Vec<usize> = (0..size).collect();
         cluster.await_seen_running(&all).await?;
@@ -155,6 +176,46 @@ impl Cluster {
             disk_nodes: strings(&status["disk_nodes"]),
             running_nodes: strings(&status["running_nodes"]),
         })
+    }
+
+    /// A partition: member `i` is cut off from the others (its VM keeps running and clients
+    /// still reach it); returns once the others have dropped it.
+    pub async fn partition(&self, i: usize) -> Result<(), RabbitError> {
+        for rule in self.partition_rules(i)? {
+            super::partition::iptables("-A", &rule).await?;
+        }
+        // Drop the connections now rather than at the next tick (seconds to a minute).
+        self.partitioned.lock().await.push(i);
+        let isolated = &self.nodes[i];
+        for other in self.nodes.iter().filter(|n| n.name() != isolated.name()) {
+            let drop = |name: &str| format!("erlang:disconnect_node('{name}').");
+            other.ctl(&["eval", &drop(isolated.name())]).await?;
+            isolated.ctl(&["eval", &drop(other.name())]).await?;
+        }
+        tracing::info!(node = %isolated.name(), "member partitioned");
+        Ok(())
+    }
+
+    /// Ends the partition of member `i` and waits until every member sees it running again.
+    pub async fn heal_partition(&self, i: usize) -> Result<(), RabbitError> {
+        for rule in self.partition_rules(i)? {
+            super::partition::iptables("-D", &rule).await?;
+        }
+        self.partitioned.lock().await.retain(|p| *p != i);
+        self.await_seen_running(&[i]).await
+    }
+
+    fn partition_rules(&self, i: usize) -> Result<Vec<Vec<String>>, RabbitError> {
+        let others: Vec<&Node> = (0..self.nodes.len())
+            .filter(|j| *j != i)
+            .map(|j| self.nodes[j].as_ref())
+            .collect();
+        let tag = format!(
+            "rmq-harness-{}-{}",
+            std::process::id(),
+            self.nodes[i].name()
+        );
+        super::partition::rules(&self.nodes[i], &others, &tag)
     }
 
     /// Member loss: kill -9 of member `i`.

@@ -14,6 +14,7 @@
 
 mod cluster;
 mod node;
+pub mod partition;
 
 use std::{
     path::{Path, PathBuf},

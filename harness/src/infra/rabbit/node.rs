@@ -75,6 +75,9 @@ pub struct NodeOptions {
     pub plugins: Vec<String>,
     /// Extra lines for the node's `rabbitmq.conf` (new-style `key = value`).
     pub config: Vec<String>,
+    /// Loopback address the node's outgoing distribution connections come from, so that a
+    /// firewall rule can tell one member's inter-node traffic from another's (partitions).
+    pub dist_source: Option<std::net::Ipv4Addr>,
 }
 
 impl Default for NodeOptions {
@@ -88,6 +91,7 @@ impl Default for NodeOptions {
             cookie,
             plugins: vec!["rabbitmq_management_agent".into()],
             config: Vec::new(),
+            dist_source: None,
         }
     }
 }
@@ -101,6 +105,7 @@ pub struct Node {
     name: String,
     port: u16,
     dist_port: u16,
+    dist_source: Option<std::net::Ipv4Addr>,
     dir: PathBuf,
     /// The running server (the `rabbitmq-server` script and the VM in its process group).
     proc: Mutex<Option<Arc<Proc>>>,
@@ -159,6 +164,7 @@ impl Node {
             name: format!("{short}@localhost"),
             port: ports::take()?,
             dist_port: ports::take()?,
+            dist_source: opts.dist_source,
             dir: base.join(&short),
             proc: Mutex::new(None),
             paused: AtomicBool::new(false),
@@ -218,16 +224,29 @@ impl Node {
             ("RABBITMQ_ENABLED_PLUGINS_FILE", path("enabled_plugins")),
             ("RABBITMQ_CONFIG_FILE", path("rabbitmq.conf")),
             ("RABBITMQ_CONF_ENV_FILE", path("rabbitmq-env.conf")),
-            // The broker checks `consumer_timeout` on each channel's tick, once a minute by
-            // default; once a second lets a run's low timeout take effect when it says.
-            (
-                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
-                "-kernel inet_dist_use_interface {127,0,0,1} -rabbit channel_tick_interval 1000"
-                    .into(),
-            ),
+            ("RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS", self.erl_args()),
             // A VM that dies early writes erl_crash.dump into its working directory otherwise.
             ("ERL_CRASH_DUMP", path("log/erl_crash.dump")),
         ]
+    }
+
+    /// The VM's extra arguments. The broker checks `consumer_timeout` on each channel's tick,
+    /// once a minute by default; once a second lets a run's low timeout take effect when it
+    /// says.
+    fn erl_args(&self) -> String {
+        let mut args =
+            "-kernel inet_dist_use_interface {127,0,0,1} -rabbit channel_tick_interval 1000"
+                .to_string();
+        if let Some(ip) = self.dist_source {
+            let [a, b, c, d] = ip.octets();
+            args += &format!(" -kernel inet_dist_connect_options [{{ip,{{{a},{b},{c},{d}}}}}]");
+        }
+        args
+    }
+
+    /// Where the node's outgoing distribution connections come from, if set.
+    pub fn dist_source(&self) -> Option<std::net::Ipv4Addr> {
+        self.dist_source
     }
 
     /// The node's name, e.g. `h1-4242-1@localhost`.
