@@ -28,12 +28,14 @@ pub struct SteadyState {
 
 impl Default for SteadyState {
     /// Few failures, a bounded P99 and a ready system: what any API is expected to show when
-    /// nothing is wrong.
+    /// nothing is wrong. The P99 bound leaves room for one stall of a shared machine's disk
+    /// (fsyncs of up to a second were seen here): a phase is a few hundred requests, so its
+    /// P99 is a handful of them.
     fn default() -> Self {
         SteadyState {
             probes: vec![
                 Probe::ErrorRate { max: 0.01 },
-                Probe::P99 { max_ms: 500.0 },
+                Probe::P99 { max_ms: 2000.0 },
                 Probe::Ready,
             ],
             after_heal: Duration::from_secs(3),
