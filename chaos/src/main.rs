@@ -8,7 +8,11 @@ use chaos::{
     recovery, suite, week,
 };
 use clap::{Args, Parser, Subcommand};
-use harness::{experiment::Experiment, infra::BrokerChoice, run::exit_code};
+use harness::{
+    experiment::Experiment,
+    infra::BrokerChoice,
+    run::{exit_code, print_report},
+};
 use tokio_util::sync::CancellationToken;
 
 /// Chaos experiments against the reference (or any system that speaks the contract, through an
@@ -255,14 +259,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 .unwrap_or_default()
         )
     );
-    for v in &report.verdicts {
-        println!(
-            "  {:<48} {:<8} {}",
-            v.checker,
-            format!("{:?}", v.validity).to_lowercase(),
-            v.summary
-        );
-    }
+    print_report(&report);
     println!(
         "verdict: {:?}; report: {}",
         report.validity,
@@ -273,13 +270,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "warn,faultproxy=error,lapin=off".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    harness::init_cli_tracing("warn,faultproxy=error,lapin=off");
     execute(Cli::parse()).await.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
         ExitCode::from(3)

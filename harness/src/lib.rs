@@ -30,6 +30,17 @@ pub mod sink;
 pub mod sut;
 pub mod workload;
 
+/// Logs of a command-line tool: `RUST_LOG`, else `default`, on stderr (coloured on a terminal).
+pub fn init_cli_tracing(default: &str) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
 /// Logs of a test process: `RUST_LOG` (default `warn`), through the test harness's capture.
 pub fn init_test_tracing() {
     let filter =

@@ -9,7 +9,7 @@ use harness::{
     final_state::FinalState,
     history::History,
     infra::{Broker, BrokerChoice},
-    run::{exit_code, RunDir},
+    run::{self, exit_code, RunDir},
 };
 use reports::RunReport;
 
@@ -67,29 +67,7 @@ fn load_experiment(file: Option<&PathBuf>) -> anyhow::Result<Experiment> {
 }
 
 fn print_report(report: &RunReport, dir: &std::path::Path) {
-    println!(
-        "run {} ({} ms): {:?}",
-        report.name, report.duration_ms, report.validity
-    );
-    for v in &report.verdicts {
-        println!(
-            "  {:<14} {:<8} {}",
-            v.checker,
-            format!("{:?}", v.validity).to_lowercase(),
-            v.summary
-        );
-        for a in &v.anomalies {
-            println!(
-                "      {} x{}: {}",
-                a.kind,
-                a.count,
-                a.examples
-                    .first()
-                    .map(|e| e.to_string())
-                    .unwrap_or_default()
-            );
-        }
-    }
+    run::print_report(report);
     println!("verdict: {}", dir.join("verdict.json").display());
 }
 
@@ -145,13 +123,7 @@ fn check(run_dir: PathBuf) -> anyhow::Result<ExitCode> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    harness::init_cli_tracing("info");
     let result = match Cli::parse().command {
         Command::Run {
             file,

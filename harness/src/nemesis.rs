@@ -119,7 +119,14 @@ impl Fault {
 
     /// Whether it acts on the broker itself (needs a broker the harness started).
     pub fn on_broker(&self) -> bool {
-        self.target() == "broker" || self.on_cluster()
+        matches!(
+            self,
+            Fault::BrokerStop
+                | Fault::BrokerKill
+                | Fault::BrokerPause
+                | Fault::MemoryAlarm
+                | Fault::DiskAlarm
+        ) || self.on_cluster()
     }
 
     /// Whether it needs a cluster.

@@ -201,6 +201,30 @@ fn point_latest(base: &Path, run: &Path) -> std::io::Result<()> {
 }
 
 /// The process exit status for a report: 0 valid, 1 invalid, 2 undecided.
+/// Prints a report for a person: the run, each verdict, and each anomaly with an example.
+pub fn print_report(report: &RunReport) {
+    println!(
+        "run {} ({} ms): {:?}",
+        report.name, report.duration_ms, report.validity
+    );
+    for v in &report.verdicts {
+        println!(
+            "  {:<48} {:<8} {}",
+            v.checker,
+            format!("{:?}", v.validity).to_lowercase(),
+            v.summary
+        );
+        for a in &v.anomalies {
+            let example = a
+                .examples
+                .first()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            println!("      {} x{}: {example}", a.kind, a.count);
+        }
+    }
+}
+
 pub fn exit_code(report: &RunReport) -> ExitCode {
     match report.validity {
         Validity::Valid => ExitCode::SUCCESS,

@@ -129,7 +129,9 @@ async fn receive(
             StatusCode::NO_CONTENT
         }
     };
-    tokio::time::sleep(std::time::Duration::from_millis(s.receiver.delay_ms)).await;
+    if s.receiver.delay_ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(s.receiver.delay_ms)).await;
+    }
     status
 }
 

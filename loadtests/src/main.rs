@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use harness::run::exit_code;
+use harness::run::{exit_code, print_report};
 use loadtests::profiles::{ab, capacity, compare, e2e, run, seed_table, soak};
 use reports::RunReport;
 
@@ -73,33 +73,12 @@ async fn dispatch(profile: Profile) -> anyhow::Result<Option<RunReport>> {
     Ok(Some(report))
 }
 
-fn print_verdicts(report: &RunReport) {
-    println!(
-        "run {} ({} ms): {:?}",
-        report.name, report.duration_ms, report.validity
-    );
-    for v in &report.verdicts {
-        println!(
-            "  {:<48} {:<8} {}",
-            v.checker,
-            format!("{:?}", v.validity).to_lowercase(),
-            v.summary
-        );
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    harness::init_cli_tracing("warn");
     match dispatch(Cli::parse().profile).await {
         Ok(Some(report)) => {
-            print_verdicts(&report);
+            print_report(&report);
             exit_code(&report)
         }
         Ok(None) => ExitCode::SUCCESS,

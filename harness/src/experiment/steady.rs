@@ -83,7 +83,7 @@ impl Probe {
 
     /// What the phase shows for this probe, and whether it is within tolerance.
     fn observe(&self, phase: &Phase<'_>) -> (Option<f64>, Option<bool>) {
-        let slo = phase.slo();
+        let slo = &phase.slo;
         let within = |observed: Option<f64>, ok: &dyn Fn(f64) -> bool| (observed, observed.map(ok));
         match self {
             Probe::ErrorRate { max } => within(
@@ -117,18 +117,11 @@ struct Phase<'a> {
     ops: Vec<Op>,
     samples: Vec<&'a Sample>,
     seconds: f64,
+    /// The submissions' P99 and availability, measured once for every probe.
+    slo: Verdict,
 }
 
 impl Phase<'_> {
-    fn slo(&self) -> Verdict {
-        Slo {
-            f: f::SUBMIT.into(),
-            p99_ms: f64::INFINITY,
-            availability: 0.0,
-        }
-        .check(&self.ops, &FinalState::default())
-    }
-
     fn throughput(&self) -> Option<f64> {
         let accepted = pairs(&self.ops)
             .iter()
@@ -145,7 +138,7 @@ fn phase<'a>(
     samples: &'a [Sample],
     (from, to): (u64, u64),
 ) -> Phase<'a> {
-    let ops = pairs(history)
+    let ops: Vec<Op> = pairs(history)
         .into_iter()
         .filter(|p| p.invoke.f == f::SUBMIT && (from..to).contains(&p.invoke.time_ns))
         .flat_map(|p| std::iter::once(p.invoke).chain(p.completion))
@@ -155,11 +148,18 @@ fn phase<'a>(
         .iter()
         .filter(|s| (from..to).contains(&((s.t * 1e9) as u64)))
         .collect();
+    let slo = Slo {
+        f: f::SUBMIT.into(),
+        p99_ms: f64::INFINITY,
+        availability: 0.0,
+    }
+    .check(&ops, &FinalState::default());
     Phase {
         name,
         ops,
         samples,
         seconds: (to - from) as f64 / 1e9,
+        slo,
     }
 }
 
