@@ -84,8 +84,11 @@ impl Sampler {
                         _ = stop.cancelled() => break,
                         _ = tick.tick() => {}
                     }
+                    // Stamped when the read began: a read takes a while (an AMQP connect, two
+                    // HTTP calls), and what it reports was true from then on.
+                    let t = started.elapsed().as_secs_f64();
                     let mut s = reader.read().await;
-                    s.t = started.elapsed().as_secs_f64();
+                    s.t = t;
                     samples.lock().expect("samples lock").push(s);
                 }
             })

@@ -144,10 +144,18 @@ fn phase<'a>(
         .flat_map(|p| std::iter::once(p.invoke).chain(p.completion))
         .cloned()
         .collect();
-    let samples = samples
+    let at = |s: &Sample| (s.t * 1e9) as u64;
+    let inside: Vec<&Sample> = samples
         .iter()
-        .filter(|s| (from..to).contains(&((s.t * 1e9) as u64)))
+        .filter(|s| (from..to).contains(&at(s)))
         .collect();
+    // A phase shorter than the sampling interval holds no sample: the one in force at its end
+    // (the latest taken before it) is what the system said then.
+    let samples = if inside.is_empty() {
+        samples.iter().rfind(|s| at(s) < to).into_iter().collect()
+    } else {
+        inside
+    };
     let slo = Slo {
         f: f::SUBMIT.into(),
         p99_ms: f64::INFINITY,
@@ -345,6 +353,34 @@ mod tests {
             .find(|r| r.phase == "after" && r.probe == "error-rate")
             .unwrap();
         assert_eq!(after_error.held, Some(false), "{results:?}");
+    }
+
+    /// A run shorter than the sampling interval: the sample taken as it began still speaks.
+    #[test]
+    fn a_phase_without_a_sample_of_its_own_uses_the_one_in_force() {
+        let mut ops = history(3, None, |_| OpType::Ok);
+        for op in &mut ops {
+            op.time_ns += 1_000_000_000;
+        }
+        let ready = |ready: bool, t: f64| Sample {
+            t,
+            ready: Some(ready),
+            ..Sample::default()
+        };
+        let steady = SteadyState {
+            probes: vec![Probe::Ready],
+            after_heal: Duration::from_secs(2),
+        };
+        let (results, v) = judge(&steady, &ops, &[ready(true, 0.5)]);
+        assert_eq!(v.validity, reports::Validity::Valid, "{results:?}");
+        let (_, v) = judge(&steady, &ops, &[ready(false, 0.5)]);
+        assert_eq!(v.validity, reports::Validity::Invalid);
+        let (_, v) = judge(&steady, &ops, &[ready(true, 60.0)]);
+        assert_eq!(
+            v.validity,
+            reports::Validity::Unknown,
+            "a later sample does not count"
+        );
     }
 
     #[test]
