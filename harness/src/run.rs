@@ -159,6 +159,8 @@ impl RunDir {
             load: None,
             chaos: None,
             matrix: None,
+            runs: Vec::new(),
+            claims: Vec::new(),
         };
         report.seal();
         report

@@ -6,6 +6,7 @@
 use std::{collections::BTreeMap, path::Path};
 
 pub mod chaos;
+pub mod claims;
 pub mod load;
 mod series;
 
@@ -13,17 +14,20 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use chaos::{ChaosReport, MatrixReport};
+pub use claims::{Claim, ClaimVerdict};
 pub use load::LoadReport;
 pub use series::Series;
 
 /// Identifies the format; bumped when it changes. v2 added the load suite's measurements, v3
-/// the chaos suite's (experiment accounts and the strategy matrix).
-pub const SCHEMA: &str = "rmq-harness/run-report/v3";
+/// the chaos suite's (experiment accounts and the strategy matrix), v4 merged runs (one
+/// verification's suites in one report) and the seed's claims ledger.
+pub const SCHEMA: &str = "rmq-harness/run-report/v4";
 
 /// Earlier formats this version still reads: each is a subset of the current one.
-const READABLE: [&str; 3] = [
+const READABLE: [&str; 4] = [
     "rmq-harness/run-report/v1",
     "rmq-harness/run-report/v2",
+    "rmq-harness/run-report/v3",
     SCHEMA,
 ];
 
@@ -186,6 +190,13 @@ pub struct RunReport {
     /// The strategy × fault matrix (suite `chaos`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matrix: Option<MatrixReport>,
+    /// The suites' runs a verification merged (suite `verify`), each with its directory
+    /// relative to this one in `parameters.dir`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<RunReport>,
+    /// The seed's checkable claims, judged by the runs (see [`claims::judge`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claims: Vec<Claim>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -291,6 +302,8 @@ mod tests {
             load: None,
             chaos: None,
             matrix: None,
+            runs: vec![],
+            claims: vec![],
         };
         report.seal();
         assert_eq!(report.validity, Validity::Valid);

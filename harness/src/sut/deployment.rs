@@ -111,6 +111,13 @@ impl Deployment {
                 self.links.as_ref().map_or("none".into(), Links::url),
             ),
         ]);
+        let delays: Vec<String> = self
+            .names
+            .retry_delays
+            .iter()
+            .map(|d| humantime::format_duration(*d).to_string())
+            .collect();
+        info.insert("retry_delays".into(), delays.join(","));
         if self.sut.is_some() {
             info.insert("workers".into(), config.workers.to_string());
             info.insert("args".into(), config.args.join(" "));
