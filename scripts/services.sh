@@ -4,6 +4,9 @@
 # (wrk for the load suite's comparators, iptables for the chaos suite's partitions). Installs
 # the Debian packages that are missing and starts what is stopped; leaves running services
 # alone. Safe to run again.
+#
+# Usage: scripts/services.sh [rabbitmq] [mariadb] [redis] [tools]  (default: all of them; the
+# main command asks only for what it uses).
 set -euo pipefail
 
 log() { printf 'services: %s\n' "$*"; }
@@ -67,10 +70,15 @@ ensure_redis() {
 ensure_tools() {
   command -v wrk >/dev/null || apt_install wrk
   command -v iptables >/dev/null || apt_install iptables
-  log "tools: wrk, iptables"
+  command -v chromium >/dev/null || apt_install chromium
+  log "tools: wrk, iptables, chromium"
 }
 
-ensure_rabbitmq
-ensure_mariadb
-ensure_redis
-ensure_tools
+wanted=("$@")
+[ ${#wanted[@]} -gt 0 ] || wanted=(rabbitmq mariadb redis tools)
+for part in "${wanted[@]}"; do
+  case "$part" in
+    rabbitmq|mariadb|redis|tools) "ensure_$part" ;;
+    *) log "unknown part '$part' (rabbitmq, mariadb, redis, tools)"; exit 2 ;;
+  esac
+done

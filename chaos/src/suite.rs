@@ -45,6 +45,7 @@ pub async fn run(
         dir.path().display()
     );
     let mut judged = Vec::new();
+    let mut runs = Vec::new();
     for (i, cell) in cells.iter().enumerate() {
         if cancel.is_cancelled() {
             break;
@@ -59,7 +60,12 @@ pub async fn run(
         );
         let outcome = run_cell(cell, options, &dir, &cancel).await;
         let judged_cell = match outcome {
-            Ok((report, run)) => matrix::judge(cell, &report, &run),
+            Ok((mut report, run)) => {
+                let judged = matrix::judge(cell, &report, &run);
+                report.parameters.insert("dir".into(), json!(run));
+                runs.push(report);
+                judged
+            }
             Err(e) => unrunnable(cell, &e),
         };
         eprintln!(
@@ -83,6 +89,8 @@ pub async fn run(
     }
     std::fs::write(dir.file("recovery.md"), crate::recovery::table(&judged))?;
     report.matrix = Some(matrix_report(judged));
+    // The cells' own reports, so that one verdict.json (and its renderings) tells the whole run.
+    report.runs = runs;
     dir.write_report(&mut report)?;
     Ok((report, dir))
 }

@@ -117,7 +117,10 @@ impl RunDir {
     fn artifacts(&self) -> Vec<Artifact> {
         let mut out = Vec::new();
         collect(&self.path, &self.path, &mut out);
-        out.retain(|a| a.path != "verdict.json");
+        // The report and its renderings describe the run; they are not its artifacts.
+        out.retain(|a| {
+            a.path != "verdict.json" && !reports::render::FILES.contains(&a.path.as_str())
+        });
         out.sort_by(|a, b| a.path.cmp(&b.path));
         out
     }
@@ -166,12 +169,21 @@ impl RunDir {
         report
     }
 
-    /// Writes `verdict.json`, listing the run's files as they are now.
+    /// Writes `verdict.json`, listing the run's files as they are now, and its renderings
+    /// (`report.md`, `junit.xml`, `report.html`).
     pub fn write_report(&self, report: &mut RunReport) -> Result<(), reports::ReportError> {
         report.artifacts = self.artifacts();
         report.seal();
-        report.write_json(&self.file("verdict.json"))
+        report.write_json(&self.file("verdict.json"))?;
+        reports::render::write_all(&self.path, report)?;
+        Ok(())
     }
+}
+
+/// Whether a directory belongs to the run's artifacts: not a nested run (it lists its own),
+/// not a private broker's database (its state, not evidence; its log stays).
+fn holds_artifacts(dir: &Path) -> bool {
+    !dir.join("verdict.json").exists() && dir.file_name().is_none_or(|n| n != "mnesia")
 }
 
 fn collect(root: &Path, dir: &Path, out: &mut Vec<Artifact>) {
@@ -180,8 +192,17 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<Artifact>) {
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.is_dir() {
-            collect(root, &path, out);
+        // `latest` links would list a nested run twice.
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_symlink() {
+            continue;
+        }
+        if kind.is_dir() {
+            if holds_artifacts(&path) {
+                collect(root, &path, out);
+            }
         } else if let Ok(rel) = path.strip_prefix(root) {
             let rel = rel.display().to_string();
             out.push(Artifact {

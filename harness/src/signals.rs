@@ -1,6 +1,6 @@
-//! The system's own signals, sampled once a second beside a run: what its `/metrics` says
-//! (outbox backlog, broker connection, task counters), what its `/readyz` says (ready, broker
-//! blocked by flow control), and its task queue as the broker sees it (the messages ready for
+//! The system's own signals, sampled at the caller's interval (500 ms in experiments): what its
+//! `/metrics` says (outbox backlog, broker connection, task counters), what its `/readyz` says
+//! (ready, broker blocked by flow control), and its task queue as the broker sees it (the messages ready for
 //! a consumer, by a passive declare: exact, unlike the management API's figures, which lag by
 //! seconds). A reader can then tell whether the system's own metrics showed a fault, and how
 //! the backlog grew and drained.

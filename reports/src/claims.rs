@@ -76,7 +76,11 @@ pub fn judge(reports: &[RunReport]) -> Vec<Claim> {
     }
     let cells: Vec<(&RunReport, &MatrixCell)> = all
         .iter()
-        .flat_map(|r| r.matrix.iter().flat_map(move |m| m.cells.iter().map(move |c| (*r, c))))
+        .flat_map(|r| {
+            r.matrix
+                .iter()
+                .flat_map(move |m| m.cells.iter().map(move |c| (*r, c)))
+        })
         .collect();
     let mut claims = vec![
         seed_table(&all),
@@ -93,6 +97,14 @@ fn walk<'a>(report: &'a RunReport, out: &mut Vec<&'a RunReport>) {
     out.push(report);
     for r in &report.runs {
         walk(r, out);
+    }
+}
+
+fn plural(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
     }
 }
 
@@ -160,27 +172,25 @@ fn retries(all: &[&RunReport]) -> Claim {
         return claim.untested("chaos run poison-under-load");
     }
     let failed: u64 = tested.iter().map(|(_, v)| v.counts["failed_tasks"]).sum();
-    let refuting = tested
-        .iter()
-        .find(|(_, v)| v.validity == Validity::Invalid);
+    let refuting = tested.iter().find(|(_, v)| v.validity == Validity::Invalid);
     let schedules: Vec<String> = tested
         .iter()
         .filter_map(|(r, _)| r.sut.get("retry_delays").cloned())
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
+    let schedule = if schedules.is_empty() {
+        String::new()
+    } else {
+        format!(" with retry delays {}", schedules.join("; "))
+    };
     let mut claim = claim.decided(
         refuting.is_none(),
         format!(
-            "{failed} tasks that always fail, in {} runs: each ended FAILED with one dead \
-             letter after its retries (schedules run: {}; the gaps between attempts are the \
-             configuration's, not measured)",
-            tested.len(),
-            if schedules.is_empty() {
-                "not recorded".to_string()
-            } else {
-                schedules.join("; ")
-            }
+            "{} that always failed, in {}{schedule}: each ended FAILED with one dead letter \
+             after its retries (the gaps between attempts are configured, not measured here)",
+            plural(failed, "task"),
+            plural(tested.len() as u64, "run"),
         ),
     );
     if let Some((r, v)) = refuting {
@@ -219,16 +229,19 @@ fn manual_ack(cells: &[(&RunReport, &MatrixCell)]) -> Claim {
         return claim.untested("chaos run worker-kill");
     }
     let lost_total: u64 = robust.iter().map(|(_, c)| lost(c)).sum();
-    let auto: u64 = by_strategy(cells, "ack-auto")
-        .iter()
-        .map(|(_, c)| lost(c))
-        .sum();
+    let auto = by_strategy(cells, "ack-auto");
+    let contrast = if auto.is_empty() {
+        String::new()
+    } else {
+        let n: u64 = auto.iter().map(|(_, c)| lost(c)).sum();
+        format!("; {n} lost by the auto-ack strategy in the same runs")
+    };
     let mut claim = claim.decided(
         lost_total == 0,
         format!(
-            "{lost_total} tasks lost with manual ack after commit over {} fault experiments; \
-             {auto} lost by the auto-ack strategy in the same runs",
-            robust.len()
+            "{} lost with manual ack after commit, over {}{contrast}",
+            plural(lost_total, "task"),
+            plural(robust.len() as u64, "fault experiment"),
         ),
     );
     if let Some((_, c)) = robust.iter().find(|(_, c)| lost(c) > 0) {
@@ -261,8 +274,8 @@ fn setnx(cells: &[(&RunReport, &MatrixCell)]) -> Claim {
     let mut claim = claim.decided(
         broken.is_none(),
         format!(
-            "SETNX dedupe under {} fault experiments: {}",
-            runs.len(),
+            "SETNX dedupe under {}: {}",
+            plural(runs.len() as u64, "fault experiment"),
             runs.iter()
                 .map(|(_, c)| format!("{} {}", c.experiment, anomalies(c)))
                 .collect::<Vec<_>>()
@@ -314,10 +327,10 @@ fn recovery(cells: &[(&RunReport, &MatrixCell)]) -> Claim {
     let mut claim = claim.decided(
         mean <= SEED_MTTR_MS,
         format!(
-            "mean {:.1} s from a heal to the next completed task over {} fault experiments \
-             (worst {:.1} s, {}), with no person involved; the seed: 1 min 28 s",
+            "mean {:.2} s from a heal to the next completed task over {} (worst {:.2} s, \
+             {}), with no person involved; the seed: 1 min 28 s",
             mean / 1000.0,
-            timed.len(),
+            plural(timed.len() as u64, "fault experiment"),
             worst.2 / 1000.0,
             worst.1.experiment
         ),
@@ -363,8 +376,7 @@ fn stability(cells: &[(&RunReport, &MatrixCell)]) -> Vec<Claim> {
             let mut claim = match c.validity {
                 Validity::Unknown => claim.untested(&format!("chaos run {}", c.experiment)),
                 v => {
-                    let mut claim =
-                        claim.decided(v == Validity::Valid, format!("{}", anomalies(c)));
+                    let mut claim = claim.decided(v == Validity::Valid, anomalies(c));
                     if v == Validity::Invalid {
                         claim.counterexample =
                             Some(json!({"anomalies": c.anomalies, "run": c.run}));
@@ -481,7 +493,12 @@ mod tests {
 
     #[test]
     fn setnx_is_refuted_by_any_anomaly_and_confirmed_by_clean_runs() {
-        let lossy = judge(&[matrix(vec![cell("dedupe-redis-setnx", "worker-kill", 9, 1.0)])]);
+        let lossy = judge(&[matrix(vec![cell(
+            "dedupe-redis-setnx",
+            "worker-kill",
+            9,
+            1.0,
+        )])]);
         let c = verdict_of(&lossy, "idempotency-by-setnx");
         assert_eq!(c.verdict, ClaimVerdict::Refuted);
         assert!(c.evidence.contains("lost ×9"));

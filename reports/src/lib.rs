@@ -8,6 +8,7 @@ use std::{collections::BTreeMap, path::Path};
 pub mod chaos;
 pub mod claims;
 pub mod load;
+pub mod render;
 mod series;
 
 use schemars::JsonSchema;
@@ -164,7 +165,8 @@ pub struct RunReport {
     pub schema: String,
     /// Run name, e.g. `kill-worker-under-load`.
     pub name: String,
-    /// Suite that produced it: `scenarios`, `loadtests`, `chaos`, `harness`.
+    /// Suite that produced it: `scenarios`, `loadtests`, `chaos`, `harness`, or `verify` (the
+    /// main command's merged run).
     pub suite: String,
     /// RFC 3339.
     pub started_at: String,

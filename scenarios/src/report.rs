@@ -161,9 +161,10 @@ impl PropertyRun {
             .expect("run directory");
         let params = BTreeMap::from([("cases".to_string(), json!(cases))]);
         let sut = BTreeMap::from([("kind".to_string(), "reference".to_string())]);
-        let report = dir
-            .finish("scenarios", sut, params, verdicts)
-            .expect("verdict written");
+        let mut report = dir.report("scenarios", sut, params, verdicts);
+        // The directory is made when the property ends; its cases ran for this long.
+        report.duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        dir.write_report(&mut report).expect("verdict written");
         eprintln!(
             "property {}: {:?}, verdict in {}",
             self.name,
