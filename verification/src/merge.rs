@@ -47,7 +47,9 @@ pub fn stage_verdict(
     let mut v = Verdict::new(outcome.name);
     v.measure("seconds", outcome.elapsed.as_secs_f64())
         .count("runs", runs.len() as u64);
-    let children = Validity::all(runs.iter().map(|r| r.validity));
+    // The experiments themselves decide, not the chaos suite's "as predicted": a verification
+    // asks whether this system, as configured, lost anything.
+    let children = Validity::all(leaves(runs).map(|r| r.validity));
     let failed = code != Some(0);
     if failed || children == Validity::Invalid {
         v.anomaly(
@@ -61,18 +63,31 @@ pub fn stage_verdict(
     } else if children == Validity::Unknown || (expects_reports && runs.is_empty()) {
         v.undecided();
     }
-    let invalid = runs
-        .iter()
+    let invalid = leaves(runs)
         .filter(|r| r.validity == Validity::Invalid)
         .count();
     v.summary(format!(
         "{} in {:.0} s; {} runs, {invalid} invalid; output in {}",
         describe(&outcome.exit),
         outcome.elapsed.as_secs_f64(),
-        runs.len(),
+        leaves(runs).count(),
         outcome.log.display()
     ));
     Some(v)
+}
+
+/// The runs that ran something: each run without nested runs (a chaos suite's cells).
+fn leaves(runs: &[RunReport]) -> Box<dyn Iterator<Item = &RunReport> + '_> {
+    Box::new(
+        runs.iter()
+            .flat_map(|r| -> Box<dyn Iterator<Item = &RunReport>> {
+                if r.runs.is_empty() {
+                    Box::new(std::iter::once(r))
+                } else {
+                    leaves(&r.runs)
+                }
+            }),
+    )
 }
 
 /// The verification's report: the stages' verdicts, their runs, and the claims they judge.
@@ -151,6 +166,15 @@ mod tests {
         .unwrap();
         assert_eq!(bad_run.validity, Validity::Invalid);
         assert!(stage_verdict(&outcome(Exit::Skipped("x".into())), &[], true, &dir).is_none());
+    }
+
+    #[test]
+    fn a_cell_that_lost_tasks_fails_the_stage_even_when_the_suite_predicted_it() {
+        let dir = tempdir();
+        let mut suite = child(Validity::Valid);
+        suite.runs.push(child(Validity::Invalid));
+        let v = stage_verdict(&outcome(Exit::Status(0)), &[suite], true, &dir).unwrap();
+        assert_eq!(v.validity, Validity::Invalid);
     }
 
     #[test]
