@@ -1,8 +1,37 @@
 //! proptest configuration: few cases by default so `cargo test` stays quick (each case drives a
-//! live system), more with `PROPTEST_CASES`; a seed always printed, and replayable with
-//! `PROPTEST_RNG_SEED`.
+//! live system); a deep mode (`SCENARIOS_DEPTH=deep`, the chaos week's nightly run) with many
+//! more cases and longer sequences to find rare bugs; `PROPTEST_CASES` overrides both; a seed
+//! always printed, and replayable with `PROPTEST_RNG_SEED`.
+
+use std::ops::Range;
 
 use proptest::test_runner::{Config, FileFailurePersistence, RngSeed};
+
+/// Whether this run is the deep one (`SCENARIOS_DEPTH=deep`).
+pub fn deep() -> bool {
+    std::env::var("SCENARIOS_DEPTH").is_ok_and(|d| d == "deep")
+}
+
+/// A property's case count in this mode: `fast` for `cargo test`, `deep` for the deep run.
+pub fn cases(fast: u32, deep_cases: u32) -> u32 {
+    if deep() {
+        deep_cases
+    } else {
+        fast
+    }
+}
+
+/// How much longer generated sequences may grow in the deep run.
+pub const DEEP_LENGTH: usize = 4;
+
+/// A sequence length range in this mode: the deep run lets it grow to [`DEEP_LENGTH`] times.
+pub fn length(fast: Range<usize>) -> Range<usize> {
+    if deep() {
+        fast.start..fast.end * DEEP_LENGTH
+    } else {
+        fast
+    }
+}
 
 /// Configuration of a property expected to hold: `default_cases` unless `PROPTEST_CASES` says
 /// otherwise; failures are persisted under the crate's `proptest-regressions/` (mirroring the
@@ -60,6 +89,14 @@ fn seed(configured: &RngSeed) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fast_mode_is_the_default() {
+        if !deep() {
+            assert_eq!(cases(5, 50), 5);
+            assert_eq!(length(2..8), 2..8);
+        }
+    }
 
     #[test]
     fn every_run_has_a_fixed_seed() {

@@ -453,7 +453,7 @@ fn bad_input_never_breaks_the_api() {
     );
     let (outcome, run) = run_property(
         "bad-input",
-        config::holds("bad-input", 256),
+        config::holds("bad-input", config::cases(256, 2048)),
         &request(routes),
         |r| {
             let (status, body) = rt

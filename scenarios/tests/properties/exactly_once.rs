@@ -109,8 +109,8 @@ fn credits_apply_exactly_once_under_redelivery_and_worker_kills() {
     let world = rt.block_on(World::start(&[], 2, false));
     let (outcome, run) = run_property(
         "exactly-once-credits",
-        config::holds("exactly-once-credits", 5),
-        &steps(true, 3..12),
+        config::holds("exactly-once-credits", config::cases(5, 40)),
+        &steps(true, config::length(3..12)),
         |steps| rt.block_on(case(&world, &steps, Duration::from_secs(30))),
     );
     run.holds(&outcome);

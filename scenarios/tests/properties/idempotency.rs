@@ -43,7 +43,7 @@ fn submissions() -> impl Strategy<Value = Vec<Submission>> {
             timeout_first,
         },
     );
-    prop::collection::vec(one, 2..8)
+    prop::collection::vec(one, config::length(2..8))
 }
 
 struct Case<'a> {
@@ -128,7 +128,7 @@ fn each_key_makes_one_task_and_replays_its_first_answer() {
     let seen = Seen::default();
     let (outcome, run) = run_property(
         "idempotency-keys",
-        config::holds("idempotency-keys", 6),
+        config::holds("idempotency-keys", config::cases(6, 60)),
         &submissions(),
         |subs| rt.block_on(case(&world, &subs, &seen)),
     );

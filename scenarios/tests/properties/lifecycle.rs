@@ -165,8 +165,8 @@ fn tasks_follow_the_lifecycle_model() {
     let world = rt.block_on(World::start(&[], 2, false));
     let (outcome, run) = run_property(
         "task-lifecycle",
-        config::holds("task-lifecycle", 8),
-        &Model::sequential_strategy(1..24),
+        config::holds("task-lifecycle", config::cases(8, 60)),
+        &Model::sequential_strategy(config::length(1..24)),
         |generated| rt.block_on(case(&world, generated)),
     );
     run.holds(&outcome);
