@@ -63,6 +63,11 @@ struct Cli {
     /// Do not install or start services (they run already, or AMQP_URL points elsewhere).
     #[arg(long)]
     no_provision: bool,
+    /// An earlier run directory whose figures also judge the seed's claims (repeatable), e.g.
+    /// a `loadtests seed-table` run or a `chaos matrix` run: the ledger uses them, the verdict
+    /// does not.
+    #[arg(long, value_name = "RUN_DIR")]
+    evidence: Vec<PathBuf>,
 }
 
 /// The properties of the smoke: each a fast, strong one of the scenarios.
@@ -220,7 +225,15 @@ fn run_stages(cli: &Cli, run: &Path) -> Vec<Outcome> {
     outcomes
 }
 
-fn report(cli: &Cli, dir: &RunDir, outcomes: &[Outcome]) -> RunReport {
+/// The reports of `--evidence`, read before anything runs so that a wrong path fails fast.
+fn evidence(cli: &Cli) -> anyhow::Result<Vec<RunReport>> {
+    cli.evidence
+        .iter()
+        .map(|d| Ok(RunReport::read_json(&d.join("verdict.json"))?))
+        .collect()
+}
+
+fn report(cli: &Cli, dir: &RunDir, outcomes: &[Outcome], evidence: &[RunReport]) -> RunReport {
     let mut runs = Vec::new();
     let mut verdicts = Vec::new();
     for outcome in outcomes {
@@ -255,8 +268,13 @@ fn report(cli: &Cli, dir: &RunDir, outcomes: &[Outcome]) -> RunReport {
         ("experiment".to_string(), json!(cli.experiment)),
         ("strategy".to_string(), json!(cli.strategy)),
         ("skipped".to_string(), json!(skipped)),
+        ("evidence".to_string(), json!(cli.evidence)),
     ]);
-    merge::merge(dir.report("verify", sut, parameters, verdicts), runs)
+    merge::merge(
+        dir.report("verify", sut, parameters, verdicts),
+        runs,
+        evidence,
+    )
 }
 
 fn print_claims(report: &RunReport) {
@@ -274,6 +292,13 @@ fn print_claims(report: &RunReport) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     harness::init_cli_tracing("warn");
+    let evidence = match evidence(&cli) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: --evidence: {e:#}");
+            return ExitCode::from(3);
+        }
+    };
     let dir = match RunDir::create(cli.out.as_deref(), "verify") {
         Ok(d) => d,
         Err(e) => {
@@ -283,7 +308,7 @@ fn main() -> ExitCode {
     };
     println!("verify: run directory {}", dir.path().display());
     let outcomes = run_stages(&cli, dir.path());
-    let mut report = report(&cli, &dir, &outcomes);
+    let mut report = report(&cli, &dir, &outcomes, &evidence);
     if let Err(e) = dir.write_report(&mut report) {
         eprintln!("error: {e}");
         return ExitCode::from(3);

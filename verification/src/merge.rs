@@ -90,9 +90,12 @@ fn leaves(runs: &[RunReport]) -> Box<dyn Iterator<Item = &RunReport> + '_> {
     )
 }
 
-/// The verification's report: the stages' verdicts, their runs, and the claims they judge.
-pub fn merge(mut report: RunReport, runs: Vec<RunReport>) -> RunReport {
-    report.claims = claims::judge(&runs);
+/// The verification's report: the stages' verdicts, their runs, and the claims they judge
+/// together with `evidence` (earlier runs, which judge claims but are not part of the verdict).
+pub fn merge(mut report: RunReport, runs: Vec<RunReport>, evidence: &[RunReport]) -> RunReport {
+    let mut judged = runs.clone();
+    judged.extend_from_slice(evidence);
+    report.claims = claims::judge(&judged);
     report.runs = runs;
     report.seal();
     report
@@ -175,6 +178,38 @@ mod tests {
         suite.runs.push(child(Validity::Invalid));
         let v = stage_verdict(&outcome(Exit::Status(0)), &[suite], true, &dir).unwrap();
         assert_eq!(v.validity, Validity::Invalid);
+    }
+
+    #[test]
+    fn evidence_judges_claims_without_touching_the_verdict() {
+        let shell = child(Validity::Valid);
+        let mut earlier = child(Validity::Invalid);
+        earlier.matrix = Some(reports::MatrixReport {
+            strategies: vec!["robust".into()],
+            experiments: vec!["worker-kill".into()],
+            cells: vec![reports::chaos::MatrixCell {
+                strategy: "robust".into(),
+                experiment: "worker-kill".into(),
+                validity: Validity::Valid,
+                predicted: None,
+                as_predicted: None,
+                anomalies: Default::default(),
+                recovery: Default::default(),
+                run: "cell".into(),
+            }],
+        });
+        let merged = merge(shell, vec![], &[earlier]);
+        assert_eq!(merged.validity, Validity::Valid);
+        assert!(
+            merged.runs.is_empty(),
+            "evidence is not one of this run's runs"
+        );
+        let ack = merged
+            .claims
+            .iter()
+            .find(|c| c.id == "manual-ack-loses-nothing")
+            .unwrap();
+        assert_eq!(ack.verdict, reports::ClaimVerdict::Confirmed);
     }
 
     #[test]
