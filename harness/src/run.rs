@@ -10,7 +10,7 @@ use std::{
     time::Instant,
 };
 
-use reports::{Artifact, RunReport, Validity, Verdict, SCHEMA};
+use reports::{Artifact, RunReport, Validity, Verdict};
 
 pub struct RunDir {
     path: PathBuf,
@@ -148,22 +148,13 @@ impl RunDir {
         verdicts: Vec<Verdict>,
     ) -> RunReport {
         let mut report = RunReport {
-            schema: SCHEMA.to_string(),
-            name: self.name.clone(),
-            suite: suite.to_string(),
             started_at: rfc3339(self.started_at),
             finished_at: rfc3339(time::OffsetDateTime::now_utc()),
             duration_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             sut,
             parameters,
             verdicts,
-            validity: Validity::Unknown,
-            artifacts: Vec::new(),
-            load: None,
-            chaos: None,
-            matrix: None,
-            runs: Vec::new(),
-            claims: Vec::new(),
+            ..RunReport::new(&self.name, suite)
         };
         report.seal();
         report

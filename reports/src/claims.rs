@@ -398,24 +398,7 @@ mod tests {
     use crate::{chaos::Recovery, MatrixReport, Verdict};
 
     fn report(name: &str) -> RunReport {
-        RunReport {
-            schema: crate::SCHEMA.into(),
-            name: name.into(),
-            suite: "chaos".into(),
-            started_at: String::new(),
-            finished_at: String::new(),
-            duration_ms: 0,
-            sut: BTreeMap::new(),
-            parameters: BTreeMap::new(),
-            verdicts: vec![],
-            validity: Validity::Valid,
-            artifacts: vec![],
-            load: None,
-            chaos: None,
-            matrix: None,
-            runs: vec![],
-            claims: vec![],
-        }
+        RunReport::new(name, "chaos")
     }
 
     fn cell(strategy: &str, experiment: &str, lost: u64, completing_ms: f64) -> MatrixCell {

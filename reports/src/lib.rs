@@ -218,6 +218,29 @@ pub enum ReportError {
 }
 
 impl RunReport {
+    /// An empty report of run `name` by `suite`, in this schema: no times, no verdicts
+    /// (valid until one says otherwise), nothing measured.
+    pub fn new(name: &str, suite: &str) -> RunReport {
+        RunReport {
+            schema: SCHEMA.to_string(),
+            name: name.to_string(),
+            suite: suite.to_string(),
+            started_at: String::new(),
+            finished_at: String::new(),
+            duration_ms: 0,
+            sut: BTreeMap::new(),
+            parameters: BTreeMap::new(),
+            verdicts: Vec::new(),
+            validity: Validity::Valid,
+            artifacts: Vec::new(),
+            load: None,
+            chaos: None,
+            matrix: None,
+            runs: Vec::new(),
+            claims: Vec::new(),
+        }
+    }
+
     /// Recomputes [`RunReport::validity`] from the verdicts.
     pub fn seal(&mut self) {
         self.validity = Validity::all(self.verdicts.iter().map(|v| v.validity));
@@ -290,22 +313,12 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("verdict.json");
         let mut report = RunReport {
-            schema: SCHEMA.into(),
-            name: "r".into(),
-            suite: "harness".into(),
             started_at: "2026-01-01T00:00:00Z".into(),
             finished_at: "2026-01-01T00:00:01Z".into(),
             duration_ms: 1000,
-            sut: BTreeMap::new(),
-            parameters: BTreeMap::new(),
             verdicts: vec![Verdict::new("a")],
             validity: Validity::Unknown,
-            artifacts: vec![],
-            load: None,
-            chaos: None,
-            matrix: None,
-            runs: vec![],
-            claims: vec![],
+            ..RunReport::new("r", "harness")
         };
         report.seal();
         assert_eq!(report.validity, Validity::Valid);

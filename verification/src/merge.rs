@@ -49,7 +49,8 @@ pub fn stage_verdict(
         .count("runs", runs.len() as u64);
     // The experiments themselves decide, not the chaos suite's "as predicted": a verification
     // asks whether this system, as configured, lost anything.
-    let children = Validity::all(leaves(runs).map(|r| r.validity));
+    let leaves = leaves(runs);
+    let children = Validity::all(leaves.iter().map(|r| r.validity));
     let failed = code != Some(0);
     if failed || children == Validity::Invalid {
         v.anomaly(
@@ -63,31 +64,31 @@ pub fn stage_verdict(
     } else if children == Validity::Unknown || (expects_reports && runs.is_empty()) {
         v.undecided();
     }
-    let invalid = leaves(runs)
+    let invalid = leaves
+        .iter()
         .filter(|r| r.validity == Validity::Invalid)
         .count();
     v.summary(format!(
         "{} in {:.0} s; {} runs, {invalid} invalid; output in {}",
         describe(&outcome.exit),
         outcome.elapsed.as_secs_f64(),
-        leaves(runs).count(),
+        leaves.len(),
         outcome.log.display()
     ));
     Some(v)
 }
 
 /// The runs that ran something: each run without nested runs (a chaos suite's cells).
-fn leaves(runs: &[RunReport]) -> Box<dyn Iterator<Item = &RunReport> + '_> {
-    Box::new(
-        runs.iter()
-            .flat_map(|r| -> Box<dyn Iterator<Item = &RunReport>> {
-                if r.runs.is_empty() {
-                    Box::new(std::iter::once(r))
-                } else {
-                    leaves(&r.runs)
-                }
-            }),
-    )
+fn leaves(runs: &[RunReport]) -> Vec<&RunReport> {
+    let mut out = Vec::new();
+    for r in runs {
+        if r.runs.is_empty() {
+            out.push(r);
+        } else {
+            out.extend(leaves(&r.runs));
+        }
+    }
+    out
 }
 
 /// The verification's report: the stages' verdicts, their runs, and the claims they judge
@@ -117,32 +118,28 @@ mod tests {
     }
 
     fn child(validity: Validity) -> RunReport {
-        let dir = tempdir();
-        let run = harness::run::RunDir::create(Some(&dir), "child").unwrap();
         let mut v = Verdict::new("task-ledger");
         v.validity = validity;
-        run.finish("loadtests", Default::default(), Default::default(), vec![v])
-            .unwrap()
+        let mut report = RunReport::new("child", "loadtests");
+        report.verdicts.push(v);
+        report.seal();
+        report
     }
 
-    fn tempdir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "verify-merge-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+    /// Where the stages' logs would be: none exist, so a failure's tail is empty.
+    fn run_dir() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
     }
 
     #[test]
     fn a_stage_passes_only_with_exit_zero_and_valid_runs() {
-        let dir = tempdir();
+        let tmp = run_dir();
+        let dir = tmp.path();
         let ok = stage_verdict(
             &outcome(Exit::Status(0)),
             &[child(Validity::Valid)],
             true,
-            &dir,
+            dir,
         )
         .unwrap();
         assert_eq!(ok.validity, Validity::Valid);
@@ -150,11 +147,11 @@ mod tests {
             &outcome(Exit::Status(101)),
             &[child(Validity::Valid)],
             true,
-            &dir,
+            dir,
         )
         .unwrap();
         assert_eq!(crashed.validity, Validity::Invalid);
-        let silent = stage_verdict(&outcome(Exit::Status(0)), &[], true, &dir).unwrap();
+        let silent = stage_verdict(&outcome(Exit::Status(0)), &[], true, dir).unwrap();
         assert_eq!(
             silent.validity,
             Validity::Unknown,
@@ -164,19 +161,19 @@ mod tests {
             &outcome(Exit::Status(2)),
             &[child(Validity::Invalid)],
             true,
-            &dir,
+            dir,
         )
         .unwrap();
         assert_eq!(bad_run.validity, Validity::Invalid);
-        assert!(stage_verdict(&outcome(Exit::Skipped("x".into())), &[], true, &dir).is_none());
+        assert!(stage_verdict(&outcome(Exit::Skipped("x".into())), &[], true, dir).is_none());
     }
 
     #[test]
     fn a_cell_that_lost_tasks_fails_the_stage_even_when_the_suite_predicted_it() {
-        let dir = tempdir();
+        let tmp = run_dir();
         let mut suite = child(Validity::Valid);
         suite.runs.push(child(Validity::Invalid));
-        let v = stage_verdict(&outcome(Exit::Status(0)), &[suite], true, &dir).unwrap();
+        let v = stage_verdict(&outcome(Exit::Status(0)), &[suite], true, tmp.path()).unwrap();
         assert_eq!(v.validity, Validity::Invalid);
     }
 
@@ -214,19 +211,19 @@ mod tests {
 
     #[test]
     fn collect_reads_each_run_directory_once_and_records_where_it_is() {
-        let run = tempdir().join("collect");
+        let tmp = run_dir();
+        let run = tmp.path();
         let base = run.join("load");
         for name in ["a", "b"] {
             let dir = harness::run::RunDir::create(Some(&base), name).unwrap();
             dir.finish("loadtests", Default::default(), Default::default(), vec![])
                 .unwrap();
         }
-        let runs = collect(&run, "load");
+        let runs = collect(run, "load");
         assert_eq!(runs.len(), 2, "the latest link is not a second run");
         assert!(runs[0].parameters["dir"]
             .as_str()
             .unwrap()
             .starts_with("load/"));
-        std::fs::remove_dir_all(run).unwrap();
     }
 }

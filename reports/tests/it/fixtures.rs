@@ -18,9 +18,6 @@ use serde_json::json;
 
 pub fn run(name: &str, suite: &str) -> RunReport {
     RunReport {
-        schema: reports::SCHEMA.into(),
-        name: name.into(),
-        suite: suite.into(),
         started_at: "2026-05-01T10:00:00Z".into(),
         finished_at: "2026-05-01T10:01:02Z".into(),
         duration_ms: 62_000,
@@ -28,15 +25,7 @@ pub fn run(name: &str, suite: &str) -> RunReport {
             ("kind".to_string(), "reference".to_string()),
             ("address".to_string(), "http://127.0.0.1:8080".to_string()),
         ]),
-        parameters: BTreeMap::new(),
-        verdicts: vec![],
-        validity: Validity::Valid,
-        artifacts: vec![],
-        load: None,
-        chaos: None,
-        matrix: None,
-        runs: vec![],
-        claims: vec![],
+        ..RunReport::new(name, suite)
     }
 }
 
