@@ -138,12 +138,19 @@ impl Links {
         })
     }
 
-    /// Adds latency (milliseconds, with jitter) to what the upstream sends back.
-    pub async fn latency(&self, name: &str, ms: u32, jitter_ms: u32) -> Result<(), LinkError> {
+    /// Adds latency (milliseconds, with jitter) to one direction: what the upstream sends back
+    /// (`downstream`), or what the process sends, such as a consumer's acks (`upstream`).
+    pub async fn latency(
+        &self,
+        name: &str,
+        ms: u32,
+        jitter_ms: u32,
+        stream: Stream,
+    ) -> Result<(), LinkError> {
         let n = name.to_string();
         self.blocking("latency", name, move |c| {
             c.find_proxy(&n)?
-                .with_latency("downstream".into(), ms, jitter_ms, 1.0);
+                .with_latency(stream.name().into(), ms, jitter_ms, 1.0);
             Ok(())
         })
         .await

@@ -29,12 +29,15 @@ pub enum Fault {
     Pause { process: String },
     /// A link refuses and cuts connections; healed by enabling it.
     LinkDown { link: String },
-    /// Latency added to what comes back over a link.
+    /// Latency added to one direction of a link: what comes back (`downstream`, the default)
+    /// or what the process sends (`upstream`).
     Latency {
         link: String,
         ms: u32,
         #[serde(default)]
         jitter_ms: u32,
+        #[serde(default)]
+        stream: Stream,
     },
     /// Nothing passes a link (connections stay open); healed by removing it.
     Blackhole { link: String },
@@ -255,7 +258,8 @@ impl<'a> Nemesis<'a> {
                 link,
                 ms,
                 jitter_ms,
-            } => self.links()?.latency(link, *ms, *jitter_ms).await?,
+                stream,
+            } => self.links()?.latency(link, *ms, *jitter_ms, *stream).await?,
             Fault::Blackhole { link } => self.links()?.blackhole(link, 0).await?,
             Fault::ResetPeer { link, after_ms } => {
                 self.links()?.reset_peer(link, *after_ms).await?
@@ -407,7 +411,8 @@ mod tests {
             Fault::Latency {
                 link: "api-broker".into(),
                 ms: 200,
-                jitter_ms: 0
+                jitter_ms: 0,
+                stream: Stream::Downstream
             }
         );
         assert_eq!(steps[2].hold, Duration::from_secs(1));

@@ -14,6 +14,7 @@ mod ledger;
 mod recovery;
 mod residue;
 mod slo;
+mod users;
 
 use std::collections::BTreeMap;
 
@@ -26,6 +27,7 @@ pub use recovery::Recovery;
 use reports::Verdict;
 pub use residue::QueueResidue;
 pub use slo::Slo;
+pub use users::Users;
 
 use crate::{
     final_state::FinalState,

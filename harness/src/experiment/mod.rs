@@ -143,7 +143,7 @@ impl Default for Experiment {
 }
 
 /// Every checker an experiment can name; `steady-state` and `contract` are judged by the run.
-pub const CHECKERS: [&str; 10] = [
+pub const CHECKERS: [&str; 11] = [
     "task-ledger",
     "idempotency",
     "bank",
@@ -152,6 +152,7 @@ pub const CHECKERS: [&str; 10] = [
     "slo",
     "callbacks",
     "recovery",
+    "users",
     "steady-state",
     "contract",
 ];
@@ -306,6 +307,7 @@ impl Experiment {
             Box::new(checker::Bank),
             Box::new(checker::DeadLetters),
             Box::new(checker::QueueResidue),
+            Box::new(checker::Users),
             Box::new(checker::Slo {
                 f: submit(),
                 p99_ms: self.objectives.p99_ms,

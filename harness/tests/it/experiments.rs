@@ -81,6 +81,7 @@ async fn an_experiment_runs_end_to_end_and_writes_its_run_directory() {
                     link: "worker-1-broker".into(),
                     ms: 100,
                     jitter_ms: 0,
+                    stream: Default::default(),
                 },
             },
         ],

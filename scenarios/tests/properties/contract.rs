@@ -393,6 +393,7 @@ async fn deployments() -> Deployments {
         link: "api-broker".into(),
         ms: 300,
         jitter_ms: 0,
+        stream: Default::default(),
     };
     confirm
         .nemesis(&History::new())

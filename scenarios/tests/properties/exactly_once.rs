@@ -1,11 +1,15 @@
-//! Exactly-once effects under redelivery (seed 3.3, 4.4).
+//! Exactly-once effects under redelivery (seed 3.3, 4.4): copies published one after another
+//! or all at once, acks lost after the commit, workers killed.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use harness::{
     checker::{Bank, Checker, TaskLedger},
     history::{History, OpType, Process},
+    links::Stream,
+    nemesis::Fault,
     redelivery::redeliver,
+    sut::{Store, SutConfig},
 };
 use proptest::{prelude::*, test_runner::TestCaseError};
 use reports::Verdict;
@@ -27,6 +31,15 @@ pub enum Step {
     Redeliver { nth: usize, after_ms: u16 },
     /// kill -9 worker `worker`, and start it again after `down_ms`.
     Kill { worker: u8, down_ms: u16 },
+    /// Publish `copies` copies of the `nth` credit's message (modulo those accepted) all at
+    /// once; of the latest credit, the copies meet the original still in flight.
+    Burst { nth: usize, copies: u8 },
+    /// A task that holds a worker's slot for `ms` (a slow task type beside the fast credits).
+    Slow { ms: u16 },
+    /// A credit whose effect commits and whose ack is then lost: the workers' broker links are
+    /// cut once the task reads SUCCESS, while the ack is still on its (slowed) way, so the
+    /// broker delivers the message again.
+    AckLost { amount: u16 },
 }
 
 fn credit() -> impl Strategy<Value = Step> {
@@ -49,50 +62,129 @@ pub fn steps(kills: bool, len: std::ops::Range<usize>) -> impl Strategy<Value = 
     prop::collection::vec(step, len)
 }
 
+/// Copies all at once, slow tasks beside the credits, and acks lost after the commit.
+pub fn concurrent_steps(len: std::ops::Range<usize>) -> impl Strategy<Value = Vec<Step>> {
+    let burst = (0usize..8, 2u8..=6).prop_map(|(nth, copies)| Step::Burst { nth, copies });
+    let slow = (50u16..400).prop_map(|ms| Step::Slow { ms });
+    let ack_lost = (1u16..100).prop_map(|amount| Step::AckLost { amount });
+    let step = prop_oneof![4 => credit(), 4 => burst, 1 => slow, 1 => ack_lost];
+    prop::collection::vec(step, len)
+}
+
+/// One case's submissions and what they were accepted as.
+struct Case<'a> {
+    world: &'a World,
+    history: History,
+    tag: String,
+    accepted: Vec<(String, serde_json::Value)>,
+}
+
+impl Case<'_> {
+    /// Submits `body` under the step's key; keeps it when accepted.
+    async fn submit(&mut self, i: usize, body: serde_json::Value) -> Option<String> {
+        let recorder = self.world.recorder(&self.history);
+        let key = format!("{}-{i}", self.tag);
+        match recorder.submit(Process::Client(0), &key, &body).await {
+            (OpType::Ok, Some(id)) => {
+                self.accepted.push((id.clone(), body));
+                Some(id)
+            }
+            _ => None,
+        }
+    }
+
+    fn credit(&self, account: u8, amount: u16) -> serde_json::Value {
+        json!({"type": "credit", "payload": {"account": format!("{}-a{account}", self.tag), "amount": amount}})
+    }
+
+    /// Publishes `copies` copies of the `nth` accepted message at once.
+    async fn burst(&self, nth: usize, copies: u8) {
+        if self.accepted.is_empty() {
+            return;
+        }
+        let (id, body) = &self.accepted[nth % self.accepted.len()];
+        let names = &self.world.sut().names;
+        let all = (0..copies).map(|c| {
+            let process = Process::Client(1 + u64::from(c));
+            redeliver(&self.world.amqp_url, names, &self.history, process, id, body)
+        });
+        futures_util::future::join_all(all).await;
+    }
+
+    /// Once task `id` reads SUCCESS (its effect committed), cuts every worker's broker link
+    /// for a moment. Its ack, slowed on the link, is lost with the connection.
+    async fn lose_ack(&self, id: &str) -> Result<(), TestCaseError> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let task = self.world.client.task(id).await.ok().flatten();
+            if task.is_some_and(|t| t.status == "SUCCESS") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let nemesis = self.world.nemesis(&self.history);
+        let cuts: Vec<Fault> = (0..self.world.sut().workers.len())
+            .map(|w| Fault::LinkDown {
+                link: format!("worker-{w}-broker"),
+            })
+            .collect();
+        for cut in &cuts {
+            nemesis.start(cut).await.map_err(|e| TestCaseError::fail(e.to_string()))?;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for cut in &cuts {
+            nemesis.heal(cut).await.map_err(|e| TestCaseError::fail(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    async fn run(&mut self, i: usize, step: &Step) -> Result<(), TestCaseError> {
+        match step {
+            Step::Credit { account, amount } => {
+                self.submit(i, self.credit(*account, *amount)).await;
+            }
+            Step::Redeliver { nth, after_ms } => {
+                tokio::time::sleep(Duration::from_millis(u64::from(*after_ms))).await;
+                self.burst(*nth, 1).await;
+            }
+            Step::Kill { worker, down_ms } => {
+                let down = Duration::from_millis(u64::from(*down_ms));
+                self.world
+                    .crash_worker(&self.history, usize::from(*worker), down)
+                    .await
+                    .map_err(TestCaseError::fail)?;
+            }
+            Step::Burst { nth, copies } => self.burst(*nth, *copies).await,
+            Step::Slow { ms } => {
+                self.submit(i, json!({"type": "sleep", "payload": {"ms": ms}}))
+                    .await;
+            }
+            Step::AckLost { amount } => {
+                if let Some(id) = self.submit(i, self.credit(0, *amount)).await {
+                    self.lose_ack(&id).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Runs one case and returns the bank's and the ledger's verdicts.
 pub async fn case(
     world: &World,
     steps: &[Step],
     settle: Duration,
 ) -> Result<Vec<Verdict>, TestCaseError> {
-    let tag = case_tag();
-    let history = History::new();
-    let recorder = world.recorder(&history);
-    let mut accepted: Vec<(String, serde_json::Value)> = Vec::new();
+    let mut c = Case {
+        world,
+        history: History::new(),
+        tag: case_tag(),
+        accepted: Vec::new(),
+    };
     for (i, step) in steps.iter().enumerate() {
-        match step {
-            Step::Credit { account, amount } => {
-                let body = json!({"type": "credit", "payload": {"account": format!("{tag}-a{account}"), "amount": amount}});
-                if let (OpType::Ok, Some(id)) = recorder
-                    .submit(Process::Client(0), &format!("{tag}-{i}"), &body)
-                    .await
-                {
-                    accepted.push((id, body));
-                }
-            }
-            Step::Redeliver { nth, after_ms } if !accepted.is_empty() => {
-                tokio::time::sleep(Duration::from_millis(u64::from(*after_ms))).await;
-                let (id, body) = &accepted[nth % accepted.len()];
-                redeliver(
-                    &world.amqp_url,
-                    &world.sut().names,
-                    &history,
-                    Process::Client(1),
-                    id,
-                    body,
-                )
-                .await;
-            }
-            Step::Redeliver { .. } => {}
-            Step::Kill { worker, down_ms } => {
-                let down = Duration::from_millis(u64::from(*down_ms));
-                world
-                    .crash_worker(&history, usize::from(*worker), down)
-                    .await
-                    .map_err(TestCaseError::fail)?;
-            }
-        }
+        c.run(i, step).await?;
     }
+    let history = c.history;
     let state = world.final_state(&history, settle).await;
     let checkers: [Box<dyn Checker>; 2] = [Box::new(Bank), Box::new(TaskLedger)];
     Ok(verdicts(world, &checkers, &history, &state))
@@ -116,4 +208,50 @@ fn credits_apply_exactly_once_under_redelivery_and_worker_kills() {
     run.holds(&outcome);
     rt.block_on(world.stop());
     assert_held(outcome);
+}
+
+/// The same promise when copies of one message are in flight at the same moment: bursts of
+/// 2–6 copies published at once, to one worker and across both, the latest credit's copies
+/// meeting the original still in flight; slow tasks holding worker slots beside fast credits;
+/// and redeliveries of messages whose effect committed but whose ack was lost with the
+/// connection. The store is MariaDB behind links that add 0–40 ms to each of its answers, so
+/// each copy spends tens of milliseconds between its dedupe check and its commit; the workers'
+/// acks are held 300 ms on their broker links, so a cut right after the commit loses them.
+#[test]
+fn credits_apply_exactly_once_when_copies_meet_and_acks_are_lost() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let world = rt.block_on(slow_world());
+    let (outcome, run) = run_property(
+        "exactly-once-concurrent-copies",
+        config::holds("exactly-once-concurrent-copies", config::cases(4, 40)),
+        &concurrent_steps(config::length(4..12)),
+        |steps| rt.block_on(case(&world, &steps, Duration::from_secs(30))),
+    );
+    run.holds(&outcome);
+    rt.block_on(world.stop());
+    assert_held(outcome);
+}
+
+/// Two workers on MariaDB, each store answer slowed by 0–40 ms and each worker's acks by
+/// 300 ms.
+async fn slow_world() -> World {
+    let world = World::start_config(SutConfig {
+        workers: 2,
+        retry_delays: scenarios::world::fast_retries(),
+        store: Store::Mysql,
+        ..SutConfig::default()
+    })
+    .await;
+    for w in 0..2 {
+        let links = world.links();
+        links
+            .latency(&format!("worker-{w}-store"), 20, 20, Stream::Downstream)
+            .await
+            .expect("latency on the worker's store link");
+        links
+            .latency(&format!("worker-{w}-broker"), 300, 0, Stream::Upstream)
+            .await
+            .expect("latency on the worker's acks");
+    }
+    world
 }

@@ -9,3 +9,4 @@ mod idempotency;
 mod lifecycle;
 mod naive;
 mod support;
+mod users;

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Planted bugs: each scenarios/planted/<name>.patch is a small, realistic bug in the reference
+# of the kind one of the suites' interleavings exists to find, with the command that should
+# catch it (its `judge:` line). `scripts/planted.sh [name...]` (default: every patch) builds
+# the committed reference with the bug in a scratch worktree, runs the judge against that
+# binary (REFERENCE_BIN), and reports caught (the judge failed) or MISSED (it passed).
+# Logs: target/planted/<name>.log. Exit status 1 when a bug was missed. Needs the services
+# the tests use (scripts/services.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+work=$root/target/planted
+mkdir -p "$work"
+
+names=("$@")
+if [ ${#names[@]} -eq 0 ]; then
+  for p in scenarios/planted/*.patch; do names+=("$(basename "$p" .patch)"); done
+fi
+
+missed=0
+for name in "${names[@]}"; do
+  patch=$root/scenarios/planted/$name.patch
+  [ -f "$patch" ] || { echo "planted: no bug '$name' (scenarios/planted/*.patch)" >&2; exit 2; }
+  judge=$(sed -n 's/^judge: //p' "$patch")
+  src=$work/src-$name
+  git worktree remove --force "$src" 2>/dev/null || rm -rf "$src"
+  git worktree add -q --detach "$src" HEAD
+  git -C "$src" apply "$patch"
+  echo "planted $name: building the reference with the bug"
+  # One target directory for every bug: only the reference is rebuilt between them.
+  CARGO_TARGET_DIR=$work/target cargo build -q --manifest-path "$src/Cargo.toml" -p reference --bin reference
+  git worktree remove --force "$src"
+  echo "planted $name: $judge"
+  start=$(date +%s)
+  status=0
+  REFERENCE_BIN=$work/target/debug/reference bash -c "$judge" >"$work/$name.log" 2>&1 || status=$?
+  took="$(( $(date +%s) - start )) s, $work/$name.log"
+  # A failed test (101) or a verdict that did not hold (1) is the catch; anything else is the
+  # judge failing to run, which proves nothing.
+  case $status in
+    0) echo "planted $name: MISSED ($took)"; missed=1 ;;
+    1|101) echo "planted $name: caught ($took)"
+      grep -E "property failed|minimal failing input|: Invalid|anomal" "$work/$name.log" | head -3 | cut -c1-300 ;;
+    *) echo "planted $name: the judge could not run (exit $status; $took)"; missed=1 ;;
+  esac
+done
+exit "$missed"
