@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 work=$root/target/planted
 mkdir -p "$work"
+git worktree prune
 
 names=("$@")
 if [ ${#names[@]} -eq 0 ]; then
@@ -35,13 +36,16 @@ for name in "${names[@]}"; do
   status=0
   REFERENCE_BIN=$work/target/debug/reference bash -c "$judge" >"$work/$name.log" 2>&1 || status=$?
   took="$(( $(date +%s) - start )) s, $work/$name.log"
-  # A failed test (101) or a verdict that did not hold (1) is the catch; anything else is the
-  # judge failing to run, which proves nothing.
-  case $status in
-    0) echo "planted $name: MISSED ($took)"; missed=1 ;;
-    1|101) echo "planted $name: caught ($took)"
-      grep -E "property failed|minimal failing input|: Invalid|anomal" "$work/$name.log" | head -3 | cut -c1-300 ;;
-    *) echo "planted $name: the judge could not run (exit $status; $took)"; missed=1 ;;
-  esac
+  # The catch is a failed property or an experiment not as predicted; any other failure (a
+  # build error, a service missing) is the judge failing to run, which proves nothing.
+  verdicts='property failed|NOT AS PREDICTED'
+  if [ "$status" = 0 ]; then
+    echo "planted $name: MISSED ($took)"; missed=1
+  elif grep -qE "$verdicts" "$work/$name.log"; then
+    echo "planted $name: caught ($took)"
+    grep -E "$verdicts" "$work/$name.log" | head -3 | cut -c1-300
+  else
+    echo "planted $name: the judge could not run (exit $status; $took)"; missed=1
+  fi
 done
 exit "$missed"

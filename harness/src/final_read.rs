@@ -235,6 +235,19 @@ async fn read_depths(conn: &lapin::Connection, queues: Vec<String>, state: &mut 
 
 /// Exact ready-message count (passive declare; management statistics lag).
 pub async fn depth(conn: &lapin::Connection, queue: &str) -> lapin::Result<u32> {
+    Ok(counts(conn, queue).await?.0)
+}
+
+/// Messages ready in `queue` and its consumers, over a connection of its own.
+pub async fn counts_at(amqp_url: &str, queue: &str) -> lapin::Result<(u32, u32)> {
+    let conn = lapin::Connection::connect(amqp_url, Default::default()).await?;
+    let counted = counts(&conn, queue).await;
+    let _ = conn.close(200, "counted".into()).await;
+    counted
+}
+
+/// Messages ready in `queue` and its consumers.
+pub async fn counts(conn: &lapin::Connection, queue: &str) -> lapin::Result<(u32, u32)> {
     let ch = conn.create_channel().await?;
     let opts = QueueDeclareOptions {
         passive: true,
@@ -246,7 +259,8 @@ pub async fn depth(conn: &lapin::Connection, queue: &str) -> lapin::Result<u32> 
     if q.is_ok() {
         ch.close(200, "read".into()).await?;
     }
-    Ok(q?.message_count())
+    let q = q?;
+    Ok((q.message_count(), q.consumer_count()))
 }
 
 /// Takes every message of a queue.

@@ -259,7 +259,11 @@ impl<'a> Nemesis<'a> {
                 ms,
                 jitter_ms,
                 stream,
-            } => self.links()?.latency(link, *ms, *jitter_ms, *stream).await?,
+            } => {
+                self.links()?
+                    .latency(link, *ms, *jitter_ms, *stream)
+                    .await?
+            }
             Fault::Blackhole { link } => self.links()?.blackhole(link, 0).await?,
             Fault::ResetPeer { link, after_ms } => {
                 self.links()?.reset_peer(link, *after_ms).await?

@@ -41,7 +41,10 @@ struct Read<'a> {
 }
 
 fn name_email(v: &Value) -> Value2 {
-    Some((v["name"].as_str()?.to_string(), v["email"].as_str()?.to_string()))
+    Some((
+        v["name"].as_str()?.to_string(),
+        v["email"].as_str()?.to_string(),
+    ))
 }
 
 /// The user id an operation is about: its argument, or a create's answer.
@@ -190,12 +193,24 @@ mod tests {
     #[test]
     fn reads_of_the_latest_write_are_fine() {
         let ops = history(&[
-            (0, f::CREATE_USER, json!({"name": "a", "email": "a@x"}), OpType::Ok, json!({"id": 1})),
+            (
+                0,
+                f::CREATE_USER,
+                json!({"name": "a", "email": "a@x"}),
+                OpType::Ok,
+                json!({"id": 1}),
+            ),
             (0, f::READ_USER, json!({"id": 1}), OpType::Ok, user("a")),
             (0, f::UPDATE_USER, user("b"), OpType::Ok, user("b")),
             (0, f::READ_USER, json!({"id": 1}), OpType::Ok, user("b")),
             (0, f::DELETE_USER, json!({"id": 1}), OpType::Ok, Value::Null),
-            (0, f::READ_USER, json!({"id": 1}), OpType::Fail, json!({"status": 404})),
+            (
+                0,
+                f::READ_USER,
+                json!({"id": 1}),
+                OpType::Fail,
+                json!({"status": 404}),
+            ),
         ]);
         assert!(kinds(&ops).is_empty(), "{:?}", kinds(&ops));
     }
@@ -203,7 +218,13 @@ mod tests {
     #[test]
     fn a_read_older_than_a_finished_update_is_stale() {
         let ops = history(&[
-            (0, f::CREATE_USER, json!({"name": "a", "email": "a@x"}), OpType::Ok, json!({"id": 1})),
+            (
+                0,
+                f::CREATE_USER,
+                json!({"name": "a", "email": "a@x"}),
+                OpType::Ok,
+                json!({"id": 1}),
+            ),
             (0, f::UPDATE_USER, user("b"), OpType::Ok, user("b")),
             (0, f::READ_USER, json!({"id": 1}), OpType::Ok, user("a")),
         ]);
@@ -213,7 +234,13 @@ mod tests {
     #[test]
     fn a_user_read_after_its_delete_finished_is_caught() {
         let ops = history(&[
-            (0, f::CREATE_USER, json!({"name": "a", "email": "a@x"}), OpType::Ok, json!({"id": 1})),
+            (
+                0,
+                f::CREATE_USER,
+                json!({"name": "a", "email": "a@x"}),
+                OpType::Ok,
+                json!({"id": 1}),
+            ),
             (0, f::DELETE_USER, json!({"id": 1}), OpType::Ok, Value::Null),
             (0, f::READ_USER, json!({"id": 1}), OpType::Ok, user("a")),
             (0, f::READ_USER, json!({"id": 1}), OpType::Ok, user("z")),
@@ -224,7 +251,11 @@ mod tests {
     #[test]
     fn a_read_concurrent_with_a_write_may_return_either_value() {
         let h = History::new();
-        let create = h.invoke(Process::Client(0), f::CREATE_USER, json!({"name": "a", "email": "a@x"}));
+        let create = h.invoke(
+            Process::Client(0),
+            f::CREATE_USER,
+            json!({"name": "a", "email": "a@x"}),
+        );
         h.complete(&create, OpType::Ok, json!({"id": 1}), None);
         let update = h.invoke(Process::Client(0), f::UPDATE_USER, user("b"));
         let old = h.invoke(Process::Client(1), f::READ_USER, json!({"id": 1}));

@@ -157,19 +157,22 @@ fn each_key_makes_one_task_while_the_store_is_slow() {
         w
     });
     let met = ["replays", "rejections_422"];
-    holds_on(&rt, world, "idempotency-keys-slow-store", config::cases(5, 50), &met);
+    holds_on(
+        &rt,
+        world,
+        "idempotency-keys-slow-store",
+        config::cases(5, 50),
+        &met,
+    );
 }
 
 /// Runs the property against `world`, then stops it; each of the checker's counts `met` must
 /// be above zero over the cases.
 fn holds_on(rt: &tokio::runtime::Runtime, world: World, name: &str, cases: u32, met: &[&str]) {
     let seen = Seen::default();
-    let (outcome, run) = run_property(
-        name,
-        config::holds(name, cases),
-        &submissions(),
-        |subs| rt.block_on(case(&world, &subs, &seen)),
-    );
+    let (outcome, run) = run_property(name, config::holds(name, cases), &submissions(), |subs| {
+        rt.block_on(case(&world, &subs, &seen))
+    });
     run.holds(&outcome);
     rt.block_on(world.stop());
     assert_held(outcome);

@@ -25,12 +25,11 @@ use crate::{
 /// How long a naive case waits for tasks that may never end.
 const SHORT_SETTLE: Duration = Duration::from_secs(5);
 
-/// Starts the reference with `args` (and a Redis when `redis`), runs `case` over `strategy`,
-/// writes the run directory, and asserts that the property failed: `weakness` was found.
+/// Starts `world`, runs `case` over `strategy`, writes the run directory, and asserts that the
+/// property failed: `weakness` was found.
 fn expect_weakness<S>(
     name: &str,
-    args: &[&str],
-    redis: bool,
+    world: impl std::future::Future<Output = World>,
     strategy: S,
     weakness: &str,
     case: impl AsyncFn(&World, S::Value) -> Result<Vec<Verdict>, TestCaseError>,
@@ -39,7 +38,7 @@ fn expect_weakness<S>(
     S::Value: std::fmt::Debug,
 {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let world = rt.block_on(World::start(args, 1, redis));
+    let world = rt.block_on(world);
     let (outcome, run) = run_property(name, config::finds_weakness(name, 20), &strategy, |value| {
         rt.block_on(case(&world, value))
     });
@@ -54,11 +53,25 @@ fn expect_weakness<S>(
 fn dedupe_none_applies_a_redelivered_credit_twice() {
     expect_weakness(
         "naive-dedupe-none",
-        &["--dedupe", "none"],
-        false,
+        World::start(&["--dedupe", "none"], 1, false),
         exactly_once::steps(false, 2..6),
         "--dedupe none applies a redelivered credit twice",
         async |world, steps| exactly_once::case(world, &steps, SHORT_SETTLE).await,
+    );
+}
+
+/// `--dedupe none`, when a credit's ack is lost after its commit: the broker delivers the
+/// message again and the credit is applied twice. Shows that the exactly-once property's
+/// lost-ack step does redeliver a message whose effect committed.
+#[test]
+fn dedupe_none_applies_a_credit_again_when_its_ack_is_lost() {
+    expect_weakness(
+        "naive-dedupe-none-ack-lost",
+        exactly_once::slow_world(&["--dedupe", "none"]),
+        exactly_once::ack_lost_steps(),
+        "--dedupe none applies a credit again after its ack was lost",
+        // The workers reconnect after the cut before the redelivery is processed.
+        async |world, steps| exactly_once::case(world, &steps, Duration::from_secs(30)).await,
     );
 }
 
@@ -114,8 +127,7 @@ async fn crash_case(world: &World, steps: &[Work]) -> Result<Vec<Verdict>, TestC
 fn ack_auto_loses_tasks_when_a_worker_dies_mid_task() {
     expect_weakness(
         "naive-ack-auto",
-        &["--ack", "auto"],
-        false,
+        World::start(&["--ack", "auto"], 1, false),
         work(),
         "--ack auto loses tasks of a killed worker",
         async |world, steps| crash_case(world, &steps).await,
@@ -129,8 +141,7 @@ fn ack_auto_loses_tasks_when_a_worker_dies_mid_task() {
 fn redis_setnx_loses_a_task_when_the_worker_dies_between_key_and_commit() {
     expect_weakness(
         "naive-redis-setnx",
-        &["--dedupe", "redis-setnx"],
-        true,
+        World::start(&["--dedupe", "redis-setnx"], 1, true),
         work(),
         "--dedupe redis-setnx loses a task killed between SETNX and commit",
         async |world, steps| crash_case(world, &steps).await,
@@ -144,8 +155,7 @@ fn redis_setnx_loses_a_task_when_the_worker_dies_between_key_and_commit() {
 fn retry_requeue_never_dead_letters_a_poison_task() {
     expect_weakness(
         "naive-retry-requeue",
-        &["--retry", "requeue"],
-        false,
+        World::start(&["--retry", "requeue"], 1, false),
         lifecycle::Model::sequential_strategy(1..8),
         "--retry requeue loops a poison task forever",
         async |world, generated| lifecycle::case(world, generated).await,
