@@ -151,8 +151,17 @@ impl Checker for Users {
                 }
             }
         }
+        let n = |kind: &str| v.anomaly_count(kind);
+        let summary = format!(
+            "{} users, {checked} reads: {} stale, {} after a delete, {} of values never written",
+            writes.len(),
+            n("stale_read"),
+            n("read_after_delete"),
+            n("unknown_value")
+        );
         v.count("users", writes.len() as u64)
-            .count("reads_checked", checked);
+            .count("reads_checked", checked)
+            .summary(summary);
         v
     }
 }

@@ -24,17 +24,27 @@ use crate::support::{assert_held, run_property, verdicts};
 enum Step {
     /// A read alone (it fills the cache when it misses).
     Read,
-    /// An update to a value of its own, with `readers` reads started 4 ms apart beside it.
-    Update { readers: u8 },
-    /// The delete, with `readers` reads beside it; the case's later steps meet a deleted user.
-    Delete { readers: u8 },
+    /// An update racing reads: see [`Race`].
+    Update(Race),
+    /// The delete racing reads; the case's later steps meet a deleted user.
+    Delete(Race),
+}
+
+/// A write racing reads on a cold cache: an update first empties the cache, then the write
+/// starts and, `delay_ms` later, `readers` reads 3 ms apart, so that some read misses the cache
+/// and reads the store about when the write commits. One more read follows them all.
+#[derive(Debug, Clone)]
+struct Race {
+    readers: u8,
+    delay_ms: u8,
 }
 
 fn steps() -> impl Strategy<Value = Vec<Step>> {
+    let race = || (1u8..8, 0u8..200).prop_map(|(readers, delay_ms)| Race { readers, delay_ms });
     let step = prop_oneof![
-        2 => Just(Step::Read),
-        5 => (0u8..6).prop_map(|readers| Step::Update { readers }),
-        1 => (1u8..6).prop_map(|readers| Step::Delete { readers }),
+        1 => Just(Step::Read),
+        5 => race().prop_map(Step::Update),
+        1 => race().prop_map(Step::Delete),
     ];
     prop::collection::vec(step, config::length(3..10))
 }
@@ -42,6 +52,7 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
 struct Case {
     recorder: Recorder,
     user: i64,
+    tag: String,
     next_process: u64,
 }
 
@@ -51,13 +62,28 @@ impl Case {
         Process::Client(self.next_process)
     }
 
-    /// `write` beside `readers` reads started 4 ms apart, then one read after all of them.
-    async fn race(&mut self, write: impl std::future::Future<Output = OpType>, readers: u8) {
-        let reads: Vec<_> = (0..readers)
+    /// A name and email of step `i`'s own (`part` tells two of one step apart).
+    fn value(&self, i: usize, part: &str) -> (String, String) {
+        let name = format!("n{i}{part}-{}", self.tag);
+        (name, format!("{}-{i}{part}@example.com", self.tag))
+    }
+
+    /// Updates the user, which empties its cache entry.
+    async fn update(&mut self, i: usize, part: &str) -> OpType {
+        let (process, (name, email)) = (self.process(), self.value(i, part));
+        self.recorder
+            .update_user(process, self.user, &name, &email)
+            .await
+    }
+
+    /// `write` beside the race's reads, then one read after all of them.
+    async fn race(&mut self, write: impl std::future::Future<Output = OpType>, race: &Race) {
+        let reads: Vec<_> = (0..race.readers)
             .map(|r| {
                 let (recorder, process, user) = (self.recorder.clone(), self.process(), self.user);
+                let start = u64::from(race.delay_ms) + 3 * u64::from(r);
                 async move {
-                    tokio::time::sleep(Duration::from_millis(4 * u64::from(r))).await;
+                    tokio::time::sleep(Duration::from_millis(start)).await;
                     recorder.read_user(process, user).await
                 }
             })
@@ -67,22 +93,24 @@ impl Case {
         self.recorder.read_user(process, self.user).await;
     }
 
-    async fn run(&mut self, i: usize, step: &Step, tag: &str) {
-        let recorder = self.recorder.clone();
-        let process = self.process();
+    async fn run(&mut self, i: usize, step: &Step) {
         match step {
             Step::Read => {
-                recorder.read_user(process, self.user).await;
+                let process = self.process();
+                self.recorder.read_user(process, self.user).await;
             }
-            Step::Update { readers } => {
-                let name = format!("n{i}-{tag}");
-                let email = format!("{tag}-{i}@example.com");
+            Step::Update(race) => {
+                self.update(i, "a").await;
+                let (recorder, process) = (self.recorder.clone(), self.process());
+                let (name, email) = self.value(i, "b");
                 let write = recorder.update_user(process, self.user, &name, &email);
-                self.race(write, *readers).await;
+                self.race(write, race).await;
             }
-            Step::Delete { readers } => {
+            Step::Delete(race) => {
+                self.update(i, "a").await;
+                let (recorder, process) = (self.recorder.clone(), self.process());
                 let write = recorder.delete_user(process, self.user);
-                self.race(write, *readers).await;
+                self.race(write, race).await;
             }
         }
     }
@@ -100,10 +128,11 @@ async fn case(world: &World, steps: &[Step]) -> Result<Vec<Verdict>, TestCaseErr
     let mut c = Case {
         recorder,
         user,
+        tag,
         next_process: 0,
     };
     for (i, step) in steps.iter().enumerate() {
-        c.run(i, step, &tag).await;
+        c.run(i, step).await;
     }
     let checkers: [Box<dyn Checker>; 1] = [Box::new(Users)];
     Ok(verdicts(world, &checkers, &history, &Default::default()))
@@ -112,7 +141,7 @@ async fn case(world: &World, steps: &[Step]) -> Result<Vec<Verdict>, TestCaseErr
 /// Every read of a user returns what the latest finished write left, or what a write still
 /// in flight is leaving: never a value a finished update replaced, never a user a finished
 /// delete removed (the users checker). The API caches reads in Redis (the seed's deployment)
-/// and its store is MariaDB behind a link adding 0–60 ms to each answer, so a read that
+/// and its store is MariaDB behind a link adding 0–80 ms to each answer, so a read that
 /// missed the cache can fetch the old row while an update or delete commits and invalidates,
 /// then fill the cache after it: the stale-fill race of plain cache-aside, which the
 /// reference's fill ticket closes.
@@ -130,7 +159,7 @@ fn cached_reads_never_return_a_replaced_or_deleted_user() {
         })
         .await;
         w.links()
-            .latency("api-store", 30, 30, Stream::Downstream)
+            .latency("api-store", 40, 40, Stream::Downstream)
             .await
             .expect("latency on the API's store link");
         w
