@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 day=${1:?usage: scripts/mutants.sh <day 1..7 | all>}
 command -v cargo-mutants >/dev/null || cargo install --locked cargo-mutants
-args=(mutants --no-shuffle --timeout-multiplier 3)
+args=(mutants --no-shuffle --timeout-multiplier 3 --copy-target true)
 case "$day" in
   all) ;;
   [1-7]) args+=(--shard "$((day - 1))/7") ;;

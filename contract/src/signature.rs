@@ -20,8 +20,8 @@ pub fn sign(secret: &str, unix_secs: i64, body: &[u8]) -> String {
     )
 }
 
-/// Checks a signature header in constant time.
-pub fn verify(secret: &str, header: &str, body: &[u8]) -> bool {
+/// The header's timestamp and MAC.
+fn parse(header: &str) -> Option<(i64, Vec<u8>)> {
     let mut t = None;
     let mut v1 = None;
     for part in header.split(',') {
@@ -31,10 +31,25 @@ pub fn verify(secret: &str, header: &str, body: &[u8]) -> bool {
             _ => {}
         }
     }
-    match (t, v1) {
-        (Some(t), Some(v1)) => mac(secret, t, body).verify_slice(&v1).is_ok(),
-        _ => false,
-    }
+    Some((t?, v1?))
+}
+
+/// Checks a signature header in constant time.
+pub fn verify(secret: &str, header: &str, body: &[u8]) -> bool {
+    parse(header).is_some_and(|(t, v1)| mac(secret, t, body).verify_slice(&v1).is_ok())
+}
+
+/// Checks a signature as a receiver should: valid, and stamped within `tolerance_secs` of
+/// `now_secs`, so that a replayed or mis-stamped delivery is refused.
+pub fn verify_fresh(
+    secret: &str,
+    header: &str,
+    body: &[u8],
+    now_secs: i64,
+    tolerance_secs: i64,
+) -> bool {
+    verify(secret, header, body)
+        && parse(header).is_some_and(|(t, _)| (now_secs - t).abs() <= tolerance_secs)
 }
 
 #[cfg(test)]
@@ -49,5 +64,14 @@ mod tests {
         assert!(!verify("k", &header, b"{\"a\":2}"));
         assert!(!verify("other", &header, b"{\"a\":1}"));
         assert!(!verify("k", "garbage", b"{\"a\":1}"));
+    }
+
+    #[test]
+    fn a_fresh_signature_is_stamped_near_now() {
+        let header = sign("k", 1_700_000_000, b"x");
+        assert!(verify_fresh("k", &header, b"x", 1_700_000_200, 300));
+        assert!(!verify_fresh("k", &header, b"x", 1_700_000_400, 300));
+        assert!(!verify_fresh("k", &header, b"x", 1_699_999_600, 300));
+        assert!(!verify_fresh("other", &header, b"x", 1_700_000_000, 300));
     }
 }

@@ -1,7 +1,7 @@
 //! A webhook sink for callbacks: records each delivery (the key from its path, event id, task,
-//! status, whether the signature verifies, arrival time on the history's clock) and answers
-//! 204, or 500 for the first deliveries of each event when asked to, to exercise retries, and
-//! after a delay when asked to, to play a slow receiver.
+//! status, whether the signature verifies and is stamped near now, arrival time on the
+//! history's clock) and answers 204, or 500 for the first deliveries of each event when asked
+//! to, to exercise retries, and after a delay when asked to, to play a slow receiver.
 
 use std::{
     collections::HashMap,
@@ -30,6 +30,10 @@ pub struct Receiver {
     /// Every answer waits this long (a slow receiver; past the sender's timeout, a failing one).
     pub delay_ms: u64,
 }
+
+/// How far a signature's timestamp may be from the sink's clock: the replay window receivers
+/// commonly allow. A delivery stamped outside it counts as badly signed.
+const SIGNATURE_TOLERANCE_SECS: i64 = 300;
 
 #[derive(Clone)]
 struct SinkState {
@@ -108,8 +112,12 @@ async fn receive(
     };
     let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let event_id = header(contract::EVENT_ID);
-    let signature_valid = header(contract::SIGNATURE)
-        .is_some_and(|sig| contract::signature::verify(&s.secret, &sig, &body));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let signature_valid = header(contract::SIGNATURE).is_some_and(|sig| {
+        contract::signature::verify_fresh(&s.secret, &sig, &body, now, SIGNATURE_TOLERANCE_SECS)
+    });
     let record = CallbackRecord {
         key: Some(key),
         event_id: event_id.clone(),

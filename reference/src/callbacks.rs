@@ -53,7 +53,7 @@ pub fn event_id(task_id: uuid::Uuid, status: TaskStatus) -> uuid::Uuid {
         .into_uuid()
 }
 
-pub use contract::signature::{sign, verify};
+pub use contract::signature::{sign, verify, verify_fresh};
 
 /// Hosts callbacks may reach, so that a task cannot make the worker call arbitrary URLs.
 #[derive(Debug, Clone, Default)]

@@ -1,6 +1,7 @@
 //! Callbacks: every ended task submitted with a `callback_url` is called back at least once
 //! (`missing_callback`), always under one event id (`multiple_event_ids`), with a valid
-//! signature (`bad_signature`), reporting the task's final status (`status_mismatch`).
+//! signature stamped within five minutes of the sink's clock (`bad_signature`), reporting the
+//! task's final status (`status_mismatch`).
 //! Extra deliveries of the same event are at-least-once and only counted.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -79,11 +79,15 @@ async fn callbacks_are_signed_retried_and_keep_their_event_id() {
         event_ids.iter().all(|e| *e == event_ids[0]),
         "one event id across retries: {event_ids:?}"
     );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     for (headers, body) in &calls {
         let signature = headers["x-signature"].to_str().unwrap();
         assert!(
-            callbacks::verify("s3cret", signature, body),
-            "signature verifies"
+            callbacks::verify_fresh("s3cret", signature, body, now, 60),
+            "signature verifies and is stamped with the time of sending: {signature}"
         );
         assert!(!callbacks::verify("other", signature, body));
         let event: Value = serde_json::from_slice(body).unwrap();
