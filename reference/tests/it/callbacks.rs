@@ -100,6 +100,29 @@ async fn callbacks_are_signed_retried_and_keep_their_event_id() {
     app.stop().await;
 }
 
+/// A receiver that never accepts is called `--callback-max-attempts` times, 1 s then 2 s apart,
+/// and then given up: never called again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_is_given_up_after_its_attempts() {
+    let mut world = World::new("give-up");
+    let app = world
+        .start(Mode::All, &["--callback-max-attempts", "3"])
+        .await;
+    let (sink, url) = start_sink(u32::MAX).await;
+    app.client
+        .submit_ok(&json!({"type": "echo", "payload": "hi", "callback_url": url}))
+        .await;
+    let attempted = wait_until(Duration::from_secs(15), || async {
+        sink.calls.lock().unwrap().len() >= 3
+    })
+    .await;
+    assert!(attempted, "three attempts");
+    // The next attempt would have come 4 s after the third.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(sink.calls.lock().unwrap().len(), 3, "given up after three");
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callback_hosts_must_be_allow_listed() {
     let mut world = World::new("allow");
