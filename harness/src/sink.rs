@@ -112,10 +112,8 @@ async fn receive(
     };
     let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let event_id = header(contract::EVENT_ID);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
     let signature_valid = header(contract::SIGNATURE).is_some_and(|sig| {
+        let now = unix_now();
         contract::signature::verify_fresh(&s.secret, &sig, &body, now, SIGNATURE_TOLERANCE_SECS)
     });
     let record = CallbackRecord {
@@ -143,12 +141,19 @@ async fn receive(
     status
 }
 
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    async fn deliver(url: &str, secret: &str, body: &str) -> u16 {
-        let sig = contract::signature::sign(secret, 1_700_000_000, body.as_bytes());
+    /// Delivers `body` signed with `secret`, stamped `age_secs` ago.
+    async fn deliver(url: &str, secret: &str, body: &str, age_secs: i64) -> u16 {
+        let sig = contract::signature::sign(secret, unix_now() - age_secs, body.as_bytes());
         reqwest::Client::new()
             .post(url)
             .header(contract::EVENT_ID, "e1")
@@ -175,11 +180,12 @@ mod tests {
         .unwrap();
         let url = format!("{}/hook/key-1", sink.base_url());
         let body = r#"{"event_id":"e1","task":{"id":"t1","status":"SUCCESS"}}"#;
-        assert_eq!(deliver(&url, "s3cret", body).await, 500);
-        assert_eq!(deliver(&url, "s3cret", body).await, 204);
-        assert_eq!(deliver(&url, "forged", body).await, 204);
+        assert_eq!(deliver(&url, "s3cret", body, 0).await, 500);
+        assert_eq!(deliver(&url, "s3cret", body, 0).await, 204);
+        assert_eq!(deliver(&url, "forged", body, 0).await, 204);
+        assert_eq!(deliver(&url, "s3cret", body, 3600).await, 204);
         let r = sink.records();
-        assert_eq!(r.len(), 3);
+        assert_eq!(r.len(), 4);
         assert_eq!(
             (
                 r[0].key.as_deref(),
@@ -188,6 +194,8 @@ mod tests {
             ),
             (Some("key-1"), Some("t1"), Some("SUCCESS"))
         );
-        assert!(r[0].signature_valid && r[1].signature_valid && !r[2].signature_valid);
+        assert!(r[0].signature_valid && r[1].signature_valid);
+        assert!(!r[2].signature_valid, "forged");
+        assert!(!r[3].signature_valid, "stamped an hour ago");
     }
 }
