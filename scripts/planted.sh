@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 work=$root/target/planted
+regressions=$root/scenarios/tests/proptest-regressions
 mkdir -p "$work"
 git worktree prune
 
@@ -34,7 +35,11 @@ for name in "${names[@]}"; do
   echo "planted $name: $judge"
   start=$(date +%s)
   status=0
+  # A property failing against a planted bug is no regression of the reference: keep proptest
+  # from saving it into the tree.
+  rm -rf "$work/regressions" && cp -a "$regressions" "$work/regressions"
   REFERENCE_BIN=$work/target/debug/reference bash -c "$judge" >"$work/$name.log" 2>&1 || status=$?
+  rm -rf "$regressions" && cp -a "$work/regressions" "$regressions"
   took="$(( $(date +%s) - start )) s, $work/$name.log"
   # The catch is a failed property or an experiment not as predicted; any other failure (a
   # build error, a service missing) is the judge failing to run, which proves nothing.

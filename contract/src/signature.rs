@@ -48,8 +48,9 @@ pub fn verify_fresh(
     now_secs: i64,
     tolerance_secs: i64,
 ) -> bool {
-    verify(secret, header, body)
-        && parse(header).is_some_and(|(t, _)| (now_secs - t).abs() <= tolerance_secs)
+    parse(header).is_some_and(|(t, v1)| {
+        (now_secs - t).abs() <= tolerance_secs && mac(secret, t, body).verify_slice(&v1).is_ok()
+    })
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use harness::{
     final_state::FinalState,
     history::History,
     infra::Broker,
-    links::Links,
+    links::{Links, Stream},
     nemesis::{Fault, Nemesis},
     ops::Recorder,
     sut::{Deployment, ReferenceSut, SutConfig},
@@ -76,6 +76,16 @@ impl World {
             broker,
             _dir: dir,
         }
+    }
+
+    /// `ms` ± `jitter_ms` of latency on one direction of link `link`, for the rest of the
+    /// world's life.
+    pub async fn slowed(self, link: &str, ms: u32, jitter_ms: u32, stream: Stream) -> World {
+        self.links()
+            .latency(link, ms, jitter_ms, stream)
+            .await
+            .unwrap_or_else(|e| panic!("latency on link {link}: {e}"));
+        self
     }
 
     /// The reference's processes.

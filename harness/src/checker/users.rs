@@ -24,11 +24,11 @@ use crate::{
 pub struct Users;
 
 /// What a write leaves: the user's name and email, or no user.
-type Value2 = Option<(String, String)>;
+type UserValue = Option<(String, String)>;
 
 #[derive(Debug)]
 struct Write {
-    value: Value2,
+    value: UserValue,
     invoked_ns: u64,
     /// `None` when the outcome is unknown.
     completed_ns: Option<u64>,
@@ -37,10 +37,10 @@ struct Write {
 #[derive(Debug)]
 struct Read<'a> {
     pair: Pair<'a>,
-    value: Value2,
+    value: UserValue,
 }
 
-fn name_email(v: &Value) -> Value2 {
+fn name_email(v: &Value) -> UserValue {
     Some((
         v["name"].as_str()?.to_string(),
         v["email"].as_str()?.to_string(),
@@ -88,8 +88,8 @@ fn read_of<'a>(p: &Pair<'a>) -> Option<Read<'a>> {
     })
 }
 
-/// The values `read` may return given `writes` (the first being the absent user before its
-/// create), or `None` when it returned one of them.
+/// The anomaly `read` shows given its user's `writes` (the first being the absent user before
+/// its create), or `None` when it returned a value some write could have left.
 fn judge(read: &Read<'_>, writes: &[Write]) -> Option<&'static str> {
     let began = read.pair.invoke.time_ns;
     let ended = read.pair.completion.map_or(u64::MAX, |c| c.time_ns);
@@ -190,6 +190,12 @@ mod tests {
         h.ops()
     }
 
+    /// User 1 created as "a".
+    fn created_a() -> (u64, &'static str, Value, OpType, Value) {
+        let args = json!({"name": "a", "email": "a@x"});
+        (0, f::CREATE_USER, args, OpType::Ok, json!({"id": 1}))
+    }
+
     fn user(name: &str) -> Value {
         json!({"id": 1, "name": name, "email": format!("{name}@x")})
     }
@@ -202,13 +208,7 @@ mod tests {
     #[test]
     fn reads_of_the_latest_write_are_fine() {
         let ops = history(&[
-            (
-                0,
-                f::CREATE_USER,
-                json!({"name": "a", "email": "a@x"}),
-                OpType::Ok,
-                json!({"id": 1}),
-            ),
+            created_a(),
             (0, f::READ_USER, json!({"id": 1}), OpType::Ok, user("a")),
             (0, f::UPDATE_USER, user("b"), OpType::Ok, user("b")),
             (0, f::READ_USER, json!({"id": 1}), OpType::Ok, user("b")),
@@ -227,13 +227,7 @@ mod tests {
     #[test]
     fn a_read_older_than_a_finished_update_is_stale() {
         let ops = history(&[
-            (
-                0,
-                f::CREATE_USER,
-                json!({"name": "a", "email": "a@x"}),
-                OpType::Ok,
-                json!({"id": 1}),
-            ),
+            created_a(),
             (0, f::UPDATE_USER, user("b"), OpType::Ok, user("b")),
             (0, f::READ_USER, json!({"id": 1}), OpType::Ok, user("a")),
         ]);
@@ -243,13 +237,7 @@ mod tests {
     #[test]
     fn a_user_read_after_its_delete_finished_is_caught() {
         let ops = history(&[
-            (
-                0,
-                f::CREATE_USER,
-                json!({"name": "a", "email": "a@x"}),
-                OpType::Ok,
-                json!({"id": 1}),
-            ),
+            created_a(),
             (0, f::DELETE_USER, json!({"id": 1}), OpType::Ok, Value::Null),
             (0, f::READ_USER, json!({"id": 1}), OpType::Ok, user("a")),
             (0, f::READ_USER, json!({"id": 1}), OpType::Ok, user("z")),

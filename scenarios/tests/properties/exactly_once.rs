@@ -9,6 +9,7 @@ use harness::{
     history::{History, OpType, Process},
     links::Stream,
     nemesis::Fault,
+    ops::Recorder,
     redelivery::redeliver,
     sut::{Store, SutConfig},
 };
@@ -76,6 +77,7 @@ pub fn concurrent_steps(len: std::ops::Range<usize>) -> impl Strategy<Value = Ve
 struct Case<'a> {
     world: &'a World,
     history: History,
+    recorder: Recorder,
     tag: String,
     accepted: Vec<(String, serde_json::Value)>,
 }
@@ -83,9 +85,8 @@ struct Case<'a> {
 impl Case<'_> {
     /// Submits `body` under the step's key; keeps it when accepted.
     async fn submit(&mut self, i: usize, body: serde_json::Value) -> Option<String> {
-        let recorder = self.world.recorder(&self.history);
         let key = format!("{}-{i}", self.tag);
-        match recorder.submit(Process::Client(0), &key, &body).await {
+        match self.recorder.submit(Process::Client(0), &key, &body).await {
             (OpType::Ok, Some(id)) => {
                 self.accepted.push((id.clone(), body));
                 Some(id)
@@ -205,9 +206,11 @@ pub async fn case(
     steps: &[Step],
     settle: Duration,
 ) -> Result<Vec<Verdict>, TestCaseError> {
+    let history = History::new();
     let mut c = Case {
         world,
-        history: History::new(),
+        recorder: world.recorder(&history),
+        history,
         tag: case_tag(),
         accepted: Vec::new(),
     };
@@ -273,24 +276,21 @@ pub fn ack_lost_steps() -> impl Strategy<Value = Vec<Step>> {
 /// Two workers on MariaDB started with `args`, each store answer slowed by 0–40 ms and each
 /// worker's acks by 300 ms.
 pub async fn slow_world(args: &[&str]) -> World {
-    let world = World::start_config(SutConfig {
-        workers: 2,
+    const WORKERS: usize = 2;
+    let mut world = World::start_config(SutConfig {
+        workers: WORKERS,
         args: args.iter().map(|a| a.to_string()).collect(),
         retry_delays: scenarios::world::fast_retries(),
         store: Store::Mysql,
         ..SutConfig::default()
     })
     .await;
-    for w in 0..2 {
-        let links = world.links();
-        links
-            .latency(&format!("worker-{w}-store"), 20, 20, Stream::Downstream)
+    for w in 0..WORKERS {
+        world = world
+            .slowed(&format!("worker-{w}-store"), 20, 20, Stream::Downstream)
             .await
-            .expect("latency on the worker's store link");
-        links
-            .latency(&format!("worker-{w}-broker"), 300, 0, Stream::Upstream)
-            .await
-            .expect("latency on the worker's acks");
+            .slowed(&format!("worker-{w}-broker"), 300, 0, Stream::Upstream)
+            .await;
     }
     world
 }

@@ -125,11 +125,7 @@ fn each_key_makes_one_task_and_replays_its_first_answer() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let world = rt.block_on(async {
         let w = World::start(&["--publish", "confirm"], 1, false).await;
-        w.links()
-            .latency("api-broker", 150, 0, Stream::Downstream)
-            .await
-            .expect("latency on the API's broker link");
-        w
+        w.slowed("api-broker", 150, 0, Stream::Downstream).await
     });
     let met = ["conflicts_409", "rejections_422"];
     holds_on(&rt, world, "idempotency-keys", config::cases(6, 60), &met);
@@ -150,11 +146,7 @@ fn each_key_makes_one_task_while_the_store_is_slow() {
             ..SutConfig::default()
         })
         .await;
-        w.links()
-            .latency("api-store", 60, 30, Stream::Downstream)
-            .await
-            .expect("latency on the API's store link");
-        w
+        w.slowed("api-store", 60, 30, Stream::Downstream).await
     });
     let met = ["replays", "rejections_422"];
     holds_on(

@@ -158,11 +158,7 @@ fn cached_reads_never_return_a_replaced_or_deleted_user() {
             ..SutConfig::default()
         })
         .await;
-        w.links()
-            .latency("api-store", 40, 40, Stream::Downstream)
-            .await
-            .expect("latency on the API's store link");
-        w
+        w.slowed("api-store", 40, 40, Stream::Downstream).await
     });
     let (outcome, run) = run_property(
         "users-cache-races",
