@@ -168,13 +168,24 @@ impl Links {
         .await
     }
 
-    /// Blackhole: nothing passes either way; after `close_after_ms` (if not 0) the connections close.
-    pub async fn blackhole(&self, name: &str, close_after_ms: u32) -> Result<(), LinkError> {
+    /// Blackhole: nothing passes in `stream`'s direction, or either way when `None`; after
+    /// `close_after_ms` (if not 0) the connections close.
+    pub async fn blackhole(
+        &self,
+        name: &str,
+        close_after_ms: u32,
+        stream: Option<Stream>,
+    ) -> Result<(), LinkError> {
         let n = name.to_string();
+        let streams = match stream {
+            Some(one) => vec![one],
+            None => vec![Stream::Downstream, Stream::Upstream],
+        };
         self.blocking("timeout", name, move |c| {
             let p = c.find_proxy(&n)?;
-            p.with_timeout("downstream".into(), close_after_ms, 1.0);
-            p.with_timeout("upstream".into(), close_after_ms, 1.0);
+            for s in streams {
+                p.with_timeout(s.name().into(), close_after_ms, 1.0);
+            }
             Ok(())
         })
         .await

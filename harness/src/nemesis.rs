@@ -39,8 +39,14 @@ pub enum Fault {
         #[serde(default)]
         stream: Stream,
     },
-    /// Nothing passes a link (connections stay open); healed by removing it.
-    Blackhole { link: String },
+    /// Nothing passes a link, or one direction of it when `stream` is given: connections stay
+    /// open and what is sent waits (a consumer's acks held with `upstream`); healed by
+    /// removing it. A cut while it holds loses what waits.
+    Blackhole {
+        link: String,
+        #[serde(default)]
+        stream: Option<Stream>,
+    },
     /// Connections over a link are reset (TCP RST).
     ResetPeer {
         link: String,
@@ -107,7 +113,7 @@ impl Fault {
             }
             Fault::LinkDown { link }
             | Fault::Latency { link, .. }
-            | Fault::Blackhole { link }
+            | Fault::Blackhole { link, .. }
             | Fault::ResetPeer { link, .. }
             | Fault::Bandwidth { link, .. }
             | Fault::Slicer { link }
@@ -264,7 +270,7 @@ impl<'a> Nemesis<'a> {
                     .latency(link, *ms, *jitter_ms, *stream)
                     .await?
             }
-            Fault::Blackhole { link } => self.links()?.blackhole(link, 0).await?,
+            Fault::Blackhole { link, stream } => self.links()?.blackhole(link, 0, *stream).await?,
             Fault::ResetPeer { link, after_ms } => {
                 self.links()?.reset_peer(link, *after_ms).await?
             }
@@ -306,7 +312,7 @@ impl<'a> Nemesis<'a> {
             Fault::Pause { process } => self.process(process)?.resume(),
             Fault::LinkDown { link } => self.links()?.up(link).await?,
             Fault::Latency { link, .. }
-            | Fault::Blackhole { link }
+            | Fault::Blackhole { link, .. }
             | Fault::ResetPeer { link, .. }
             | Fault::Bandwidth { link, .. }
             | Fault::Slicer { link }

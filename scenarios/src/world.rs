@@ -62,9 +62,14 @@ impl World {
         harness::init_test_tracing();
         let dir = tempfile::tempdir().expect("temp dir");
         let broker = Broker::External(amqp_url());
-        let deployment = Deployment::start(&config, None, &broker, dir.path())
-            .await
-            .expect("the reference starts");
+        let deployment = match Deployment::start(&config, None, &broker, dir.path()).await {
+            Ok(d) => d,
+            // Kept, so that the processes' logs say why.
+            Err(e) => panic!(
+                "the reference starts: {e:#} (logs in {})",
+                dir.keep().display()
+            ),
+        };
         let conformance = Arc::new(Conformance::of_this_contract());
         let client = Client::new(&deployment.base_url, None, Duration::from_secs(5))
             .with_conformance(conformance.clone());

@@ -227,50 +227,15 @@ async fn finished_tasks_publish_events_with_stable_ids() {
     let mut world = World::new("events");
     let app = world.start(Mode::All, &[]).await;
     let probe = BrokerProbe::connect().await;
-    let ch = probe.connection().create_channel().await.unwrap();
-    let q = ch
-        .queue_declare(
-            "".into(),
-            lapin::options::QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            Default::default(),
-        )
-        .await
-        .unwrap();
-    ch.queue_bind(
-        q.name().clone(),
-        world.topology().names.events_exchange().into(),
-        "task.#".into(),
-        Default::default(),
-        Default::default(),
-    )
-    .await
-    .unwrap();
-    let mut events = ch
-        .basic_consume(
-            q.name().clone(),
-            "probe".into(),
-            lapin::options::BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            Default::default(),
-        )
-        .await
-        .unwrap();
+    let mut events = probe
+        .events(&world.topology().names.events_exchange())
+        .await;
 
     let ok_id = app.client.submit_ok(&json!({"type": "echo"})).await;
     let bad_id = app.client.submit_ok(&json!({"type": "poison"})).await;
     let mut seen = Vec::new();
     while seen.len() < 2 {
-        let d = tokio::time::timeout(LIMIT, events.next())
-            .await
-            .expect("event arrives")
-            .unwrap()
-            .unwrap();
-        let body: Value = serde_json::from_slice(&d.data).unwrap();
+        let (d, body) = next_event(&mut events).await;
         let message_id = d.properties.message_id().as_ref().unwrap().to_string();
         assert_eq!(body["event_id"].as_str(), Some(message_id.as_str()));
         let status = body["task"]["status"].as_str().unwrap().to_string();
@@ -287,6 +252,47 @@ async fn finished_tasks_publish_events_with_stable_ids() {
     ];
     want.sort();
     assert_eq!(seen, want);
+    app.stop().await;
+}
+
+async fn next_event(events: &mut lapin::Consumer) -> (lapin::message::Delivery, Value) {
+    let d = tokio::time::timeout(LIMIT, events.next())
+        .await
+        .expect("event arrives")
+        .unwrap()
+        .unwrap();
+    let body = serde_json::from_slice(&d.data).unwrap();
+    (d, body)
+}
+
+/// Waits for the event of task `id`, passing over others (events are at least once).
+async fn event_of(events: &mut lapin::Consumer, id: &str) {
+    while next_event(events).await.1["task"]["id"].as_str() != Some(id) {}
+}
+
+/// The events channel breaks with the broker connection; the dispatcher must open a fresh one
+/// on the new connection, not keep publishing on the dead one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_events_resume_after_the_broker_link_returns() {
+    let mut world = World::new("events-relink");
+    let link = Link::start(broker_addr()).await;
+    let app = world
+        .start(Mode::All, &["--amqp-url", &link.amqp_url()])
+        .await;
+    let probe = BrokerProbe::connect().await;
+    let mut events = probe
+        .events(&world.topology().names.events_exchange())
+        .await;
+    let before = app.client.submit_ok(&json!({"type": "echo"})).await;
+    event_of(&mut events, &before).await;
+
+    link.cut().await;
+    let broker = app.running.as_ref().unwrap().broker().clone();
+    assert!(wait_until(Duration::from_secs(10), || async { !broker.is_connected() }).await);
+    link.restore().await;
+    assert!(wait_until(LIMIT, || async { broker.is_connected() }).await);
+    let after = app.client.submit_ok(&json!({"type": "echo"})).await;
+    event_of(&mut events, &after).await;
     app.stop().await;
 }
 

@@ -38,9 +38,9 @@ pub enum Step {
     Burst { nth: usize, copies: u8 },
     /// A task that holds a worker's slot for `ms` (a slow task type beside the fast credits).
     Slow { ms: u16 },
-    /// A credit whose effect commits and whose ack is then lost: the workers' broker links are
-    /// cut once the task reads SUCCESS, while the ack is still on its (slowed) way, so the
-    /// broker delivers the message again.
+    /// A credit whose effect commits and whose ack is then lost: the workers' acks are held
+    /// on their broker links and the links cut once the task reads SUCCESS, so the broker
+    /// delivers the message again.
     AckLost { amount: u16 },
 }
 
@@ -120,38 +120,56 @@ impl Case<'_> {
         futures_util::future::join_all(all).await;
     }
 
-    /// Once task `id` reads SUCCESS (its effect committed), cuts every worker's broker link
-    /// for a moment. Its ack, slowed on the link, is lost with the connection.
-    async fn lose_ack(&self, id: &str) -> Result<(), TestCaseError> {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            let task = self.world.client.task(id).await.ok().flatten();
-            if task.is_some_and(|t| t.status == "SUCCESS") {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let nemesis = self.world.nemesis(&self.history);
-        let cuts: Vec<Fault> = (0..self.world.sut().workers.len())
-            .map(|w| Fault::LinkDown {
-                link: format!("worker-{w}-broker"),
+    /// A credit whose ack is lost after its commit: every worker's acks are held on its broker
+    /// link before the credit is submitted; once it reads SUCCESS (its effect committed) the
+    /// links are cut, which drops what they hold, so the broker delivers the message again.
+    async fn lose_ack(&mut self, i: usize, amount: u16) -> Result<(), TestCaseError> {
+        let (world, history) = (self.world, self.history.clone());
+        let nemesis = world.nemesis(&history);
+        let links = (0..world.sut().workers.len()).map(|w| format!("worker-{w}-broker"));
+        let holds: Vec<Fault> = links
+            .clone()
+            .map(|link| Fault::Blackhole {
+                link,
+                stream: Some(Stream::Upstream),
             })
             .collect();
-        for cut in &cuts {
-            nemesis
-                .start(cut)
-                .await
-                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let cuts: Vec<Fault> = links.map(|link| Fault::LinkDown { link }).collect();
+        let fail = |e: harness::nemesis::NemesisError| TestCaseError::fail(e.to_string());
+        for hold in &holds {
+            nemesis.start(hold).await.map_err(fail)?;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let committed = match self.submit(i, self.credit(0, amount)).await {
+            Some(id) => self.succeeded(&id, Duration::from_secs(10)).await,
+            None => true,
+        };
         for cut in &cuts {
-            nemesis
-                .heal(cut)
-                .await
-                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            nemesis.start(cut).await.map_err(fail)?;
+        }
+        // Holds off before the links come back: a new connection must not be held.
+        for fault in holds.iter().chain(&cuts) {
+            nemesis.heal(fault).await.map_err(fail)?;
+        }
+        if !committed {
+            return Err(TestCaseError::fail(
+                "a lost-ack step's credit did not succeed within 10 s while its ack was held",
+            ));
         }
         self.redelivered(cuts.len() as u32).await;
         Ok(())
+    }
+
+    /// Whether task `id` reads SUCCESS within `limit`.
+    async fn succeeded(&self, id: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            let task = self.world.client.task(id).await.ok().flatten();
+            if task.is_some_and(|t| t.status == "SUCCESS") {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        false
     }
 
     /// Waits until `workers` consume the task queue again and it is empty, then a moment for
@@ -190,11 +208,7 @@ impl Case<'_> {
                 self.submit(i, json!({"type": "sleep", "payload": {"ms": ms}}))
                     .await;
             }
-            Step::AckLost { amount } => {
-                if let Some(id) = self.submit(i, self.credit(0, *amount)).await {
-                    self.lose_ack(&id).await?;
-                }
-            }
+            Step::AckLost { amount } => self.lose_ack(i, *amount).await?,
         }
         Ok(())
     }
@@ -248,8 +262,8 @@ fn credits_apply_exactly_once_under_redelivery_and_worker_kills() {
 /// meeting the original still in flight; slow tasks holding worker slots beside fast credits;
 /// and redeliveries of messages whose effect committed but whose ack was lost with the
 /// connection. The store is MariaDB behind links that add 0–40 ms to each of its answers, so
-/// each copy spends tens of milliseconds between its dedupe check and its commit; the workers'
-/// acks are held 300 ms on their broker links, so a cut right after the commit loses them.
+/// each copy spends tens of milliseconds between its dedupe check and its commit; a lost-ack
+/// step holds the workers' acks on their broker links and cuts them after the commit.
 #[test]
 fn credits_apply_exactly_once_when_copies_meet_and_acks_are_lost() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -273,11 +287,10 @@ pub fn ack_lost_steps() -> impl Strategy<Value = Vec<Step>> {
     )
 }
 
-/// Two workers on MariaDB started with `args`, each store answer slowed by 0–40 ms and each
-/// worker's acks by 300 ms.
+/// Two workers on MariaDB started with `args`, each store answer slowed by 0–40 ms.
 pub async fn slow_world(args: &[&str]) -> World {
     const WORKERS: usize = 2;
-    let mut world = World::start_config(SutConfig {
+    let world = World::start_config(SutConfig {
         workers: WORKERS,
         args: args.iter().map(|a| a.to_string()).collect(),
         retry_delays: scenarios::world::fast_retries(),
@@ -285,11 +298,10 @@ pub async fn slow_world(args: &[&str]) -> World {
         ..SutConfig::default()
     })
     .await;
+    let mut world = world;
     for w in 0..WORKERS {
         world = world
             .slowed(&format!("worker-{w}-store"), 20, 20, Stream::Downstream)
-            .await
-            .slowed(&format!("worker-{w}-broker"), 300, 0, Stream::Upstream)
             .await;
     }
     world

@@ -389,4 +389,33 @@ impl BrokerProbe {
     pub fn connection(&self) -> &lapin::Connection {
         &self.conn
     }
+
+    /// Subscribes to every task event of `exchange` on a queue of its own.
+    pub async fn events(&self, exchange: &str) -> lapin::Consumer {
+        let ch = self.conn.create_channel().await.expect("channel");
+        let exclusive = lapin::options::QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        };
+        let q = ch
+            .queue_declare("".into(), exclusive, Default::default())
+            .await
+            .expect("event queue");
+        ch.queue_bind(
+            q.name().clone(),
+            exchange.into(),
+            "task.#".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .expect("event queue bound");
+        let no_ack = lapin::options::BasicConsumeOptions {
+            no_ack: true,
+            ..Default::default()
+        };
+        ch.basic_consume(q.name().clone(), "probe".into(), no_ack, Default::default())
+            .await
+            .expect("event consumer")
+    }
 }
