@@ -2,7 +2,9 @@
 //! `/metrics` says (outbox backlog, broker connection, task counters), what its `/readyz` says
 //! (ready, broker blocked by flow control), and its task queue as the broker sees it (the messages ready for
 //! a consumer, by a passive declare: exact, unlike the management API's figures, which lag by
-//! seconds). A reader can then tell whether the system's own metrics showed a fault, and how
+//! seconds), and the messages consumers hold unacknowledged, which AMQP cannot tell, from the
+//! broker's own Prometheus endpoint when the harness started the broker (refreshed every
+//! second). A reader can then tell whether the system's own metrics showed a fault, and how
 //! the backlog grew and drained.
 
 use std::{
@@ -58,6 +60,8 @@ pub struct Source {
     pub token: Option<String>,
     pub amqp_url: Option<String>,
     pub names: Option<Names>,
+    /// The broker's Prometheus endpoints (`Broker::metrics_urls`); empty: not read.
+    pub broker_metrics: Vec<String>,
 }
 
 /// A sampler running in the background.
@@ -207,11 +211,18 @@ impl Reader {
     }
 
     async fn read(&self) -> Sample {
-        let (metrics, queue, readiness) =
-            tokio::join!(self.metrics(), self.queue(), self.readiness());
+        let (metrics, queue, unacked, readiness) = tokio::join!(
+            self.metrics(),
+            self.queue(),
+            self.unacked(),
+            self.readiness()
+        );
         let mut values = metrics;
         if let Some(depth) = queue {
             values.insert("task queue depth".into(), depth);
+        }
+        if let Some(held) = unacked {
+            values.insert("task queue unacked".into(), held);
         }
         let (ready, broker_blocked) = readiness.unwrap_or((None, false));
         Sample {
@@ -258,6 +269,22 @@ impl Reader {
         Some(f64::from(q.message_count()))
     }
 
+    /// The task queue's messages delivered and not yet acknowledged, summed over the broker's
+    /// endpoints; `None` when none answered with the figure.
+    async fn unacked(&self) -> Option<f64> {
+        let queue = &self.source.names.as_ref()?.task_queue();
+        let reads = self.source.broker_metrics.iter().map(|url| async move {
+            let text = self.http.get(url).send().await.ok()?.text().await.ok()?;
+            sum_where(&text, "rabbitmq_queue_messages_unacked", "queue", queue)
+        });
+        let found: Vec<f64> = futures_util::future::join_all(reads)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        (!found.is_empty()).then(|| found.iter().sum())
+    }
+
     async fn readiness(&self) -> Option<(Option<bool>, bool)> {
         let res = self.get("/readyz").send().await.ok()?;
         let ready = res.status().is_success();
@@ -270,13 +297,29 @@ impl Reader {
 /// The sum of a metric's samples (over its labels) in Prometheus text; `None` when absent or
 /// not a number.
 fn sum(text: &str, name: &str) -> Option<f64> {
+    sum_matching(text, name, |_| true)
+}
+
+/// The sum of a metric's samples whose label `label` is `value`.
+fn sum_where(text: &str, name: &str, label: &str, value: &str) -> Option<f64> {
+    let wanted = format!("{label}=\"{value}\"");
+    sum_matching(text, name, |labels| {
+        labels
+            .trim_matches(|c| c == '{' || c == '}')
+            .split(',')
+            .any(|l| l == wanted)
+    })
+}
+
+/// The sum of a metric's samples whose label set (`{...}`, or empty) passes `keep`.
+fn sum_matching(text: &str, name: &str, keep: impl Fn(&str) -> bool) -> Option<f64> {
     let values: Vec<f64> = text
         .lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| {
             let (key, value) = l.rsplit_once(' ')?;
-            let metric = key.split('{').next()?;
-            (metric == name).then(|| value.trim().parse::<f64>().ok())?
+            let (metric, labels) = key.split_at(key.find('{').unwrap_or(key.len()));
+            (metric == name && keep(labels)).then(|| value.trim().parse::<f64>().ok())?
         })
         .filter(|v| v.is_finite())
         .collect();
@@ -298,6 +341,17 @@ mod tests {
             sum("reference_outbox_backlog NaN\n", "reference_outbox_backlog"),
             None
         );
+    }
+
+    #[test]
+    fn a_queues_unacked_messages_are_read_by_its_label() {
+        let text = "rabbitmq_queue_messages_unacked{vhost=\"/\",queue=\"t.tasks\"} 7\n\
+                    rabbitmq_queue_messages_unacked{vhost=\"/\",queue=\"t.tasks.dlq\"} 2\n\
+                    rabbitmq_queue_messages_unacked_total 9\n";
+        let unacked = |q| sum_where(text, "rabbitmq_queue_messages_unacked", "queue", q);
+        assert_eq!(unacked("t.tasks"), Some(7.0));
+        assert_eq!(unacked("t.tasks.dlq"), Some(2.0));
+        assert_eq!(unacked("other"), None);
         assert_eq!(sum("", "reference_outbox_backlog"), None);
     }
 

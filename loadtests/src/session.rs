@@ -151,6 +151,8 @@ impl Loaded {
             token: self.target.token.clone(),
             amqp_url: self.target.amqp_url.clone(),
             names: self.target.names.clone(),
+            // The backlog is what load runs read; unacknowledged counts are for faults.
+            broker_metrics: Vec::new(),
         }
     }
 }

@@ -411,6 +411,7 @@ pub async fn execute_until(
             token: exp.token.clone(),
             amqp_url: Some(broker.amqp_url()),
             names: Some(deployment.names.clone()),
+            broker_metrics: broker.metrics_urls(),
         },
         Duration::from_millis(500),
     );

@@ -109,6 +109,16 @@ impl Broker {
         }
     }
 
+    /// Prometheus endpoints with the broker's per-queue figures (every member of a cluster:
+    /// each reports the queues it leads); none for a broker the harness did not start.
+    pub fn metrics_urls(&self) -> Vec<String> {
+        match self {
+            Broker::Node(n) => vec![n.metrics_url()],
+            Broker::Cluster(c) => c.nodes().iter().map(|n| n.metrics_url()).collect(),
+            Broker::External(_) | Broker::Container(_) => Vec::new(),
+        }
+    }
+
     /// A one-line description for reports.
     pub fn describe(&self) -> String {
         match self {
