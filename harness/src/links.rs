@@ -51,7 +51,8 @@ impl Stream {
 pub struct Links {
     /// `host:port` of the Toxiproxy API.
     api: String,
-    _embedded: Option<faultproxy::Server>,
+    /// The embedded server, when started here; taken by [`Links::stop`].
+    embedded: std::sync::Mutex<Option<faultproxy::Server>>,
 }
 
 fn api_address(url: &str) -> Result<String, LinkError> {
@@ -69,7 +70,7 @@ impl Links {
         let links = match std::env::var("TOXIPROXY_URL") {
             Ok(url) if !url.is_empty() => Links {
                 api: api_address(&url)?,
-                _embedded: None,
+                embedded: Default::default(),
             },
             _ => {
                 let server = faultproxy::Server::start(SocketAddr::from(([127, 0, 0, 1], 0)))
@@ -77,7 +78,7 @@ impl Links {
                     .map_err(LinkError::Start)?;
                 Links {
                     api: server.api_addr().to_string(),
-                    _embedded: Some(server),
+                    embedded: Some(server).into(),
                 }
             }
         };
@@ -91,6 +92,16 @@ impl Links {
             });
         }
         Ok(links)
+    }
+
+    /// Stops the embedded server and waits until its API and every proxy are closed. Dropping
+    /// the links stops it too, but without waiting: a caller that checks right after could
+    /// still reach it.
+    pub async fn stop(&self) {
+        let server = self.embedded.lock().expect("links lock").take();
+        if let Some(server) = server {
+            server.shutdown().await;
+        }
     }
 
     /// The API's base URL.

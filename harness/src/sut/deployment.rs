@@ -144,12 +144,15 @@ impl Deployment {
         }
     }
 
-    /// Deletes the reference's topology.
+    /// Deletes the reference's topology and closes its links.
     pub async fn teardown(&self) {
         if let Some(sut) = &self.sut {
             if let Err(e) = sut.teardown().await {
                 tracing::warn!(error = %e, "topology not deleted");
             }
+        }
+        if let Some(links) = &self.links {
+            links.stop().await;
         }
     }
 }
