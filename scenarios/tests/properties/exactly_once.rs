@@ -290,7 +290,7 @@ pub fn ack_lost_steps() -> impl Strategy<Value = Vec<Step>> {
 /// Two workers on MariaDB started with `args`, each store answer slowed by 0–40 ms.
 pub async fn slow_world(args: &[&str]) -> World {
     const WORKERS: usize = 2;
-    let world = World::start_config(SutConfig {
+    let mut world = World::start_config(SutConfig {
         workers: WORKERS,
         args: args.iter().map(|a| a.to_string()).collect(),
         retry_delays: scenarios::world::fast_retries(),
@@ -298,7 +298,6 @@ pub async fn slow_world(args: &[&str]) -> World {
         ..SutConfig::default()
     })
     .await;
-    let mut world = world;
     for w in 0..WORKERS {
         world = world
             .slowed(&format!("worker-{w}-store"), 20, 20, Stream::Downstream)
