@@ -24,7 +24,8 @@ pub struct ChaosReport {
     pub series: Vec<Series>,
 }
 
-/// Time to recover after the heals (the longest over the run's heals), in milliseconds.
+/// Time to recover after the heals (the longest over the run's heals; each heal's is on its
+/// fault window), in milliseconds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Recovery {
     /// To the first submission accepted after a heal.
@@ -60,6 +61,14 @@ pub struct FaultWindow {
     pub end_s: Option<f64>,
     /// Whether the nemesis could inject it.
     pub injected: bool,
+    /// From its heal to the first submission accepted after it (before the next fault);
+    /// absent when none was (v5).
+    #[serde(default)]
+    pub accepting_ms: Option<f64>,
+    /// From its heal to the first task completed after it (a new callback, before the next
+    /// fault); absent when none was (v5).
+    #[serde(default)]
+    pub completing_ms: Option<f64>,
 }
 
 /// The strategy × fault matrix: each cell one experiment run against one strategy.

@@ -21,14 +21,16 @@ pub use series::Series;
 
 /// Identifies the format; bumped when it changes. v2 added the load suite's measurements, v3
 /// the chaos suite's (experiment accounts and the strategy matrix), v4 merged runs (one
-/// verification's suites in one report) and the seed's claims ledger.
-pub const SCHEMA: &str = "rmq-harness/run-report/v4";
+/// verification's suites in one report) and the seed's claims ledger, v5 each fault window's
+/// time to recover.
+pub const SCHEMA: &str = "rmq-harness/run-report/v5";
 
 /// Earlier formats this version still reads: each is a subset of the current one.
-const READABLE: [&str; 4] = [
+const READABLE: [&str; 5] = [
     "rmq-harness/run-report/v1",
     "rmq-harness/run-report/v2",
     "rmq-harness/run-report/v3",
+    "rmq-harness/run-report/v4",
     SCHEMA,
 ];
 

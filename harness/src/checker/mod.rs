@@ -23,7 +23,7 @@ pub use callbacks::Callbacks;
 pub use dead_letters::DeadLetters;
 pub use idempotency::Idempotency;
 pub use ledger::TaskLedger;
-pub use recovery::Recovery;
+pub use recovery::{HealRecovery, Recovery};
 use reports::Verdict;
 pub use residue::QueueResidue;
 pub use slo::Slo;

@@ -20,7 +20,7 @@ use serde_json::json;
 use super::{asking_for_callbacks, Checker};
 use crate::{
     final_state::FinalState,
-    history::{f, pairs, Op, OpType, NEMESIS},
+    history::{f, pairs, Op, OpType, Pair, NEMESIS},
 };
 
 pub struct Recovery {
@@ -52,6 +52,35 @@ impl Window<'_> {
     fn example(&self, ms: f64, limit_ms: f64) -> serde_json::Value {
         json!({"healed_at_ns": self.heal.time_ns, "recovery_ms": ms, "limit_ms": limit_ms})
     }
+
+    /// To the completion of the first successful operation invoked in the window.
+    fn first_ok_ms(&self, oks: &[(u64, u64)]) -> Option<f64> {
+        oks.iter()
+            .filter(|(invoked, _)| self.contains(*invoked))
+            .map(|(_, done)| *done)
+            .min()
+            .map(|done| self.ms_to(done))
+    }
+
+    /// To the first new event in the window (`events` in order).
+    fn first_event_ms(&self, events: &[u64]) -> Option<f64> {
+        events
+            .iter()
+            .copied()
+            .find(|t| self.contains(*t))
+            .map(|t| self.ms_to(t))
+    }
+}
+
+/// Time to recover after one heal, for the reports' fault windows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HealRecovery {
+    /// When the heal was invoked, on the history's clock.
+    pub heal_ns: u64,
+    /// To the first operation invoked after the heal (before the next fault) that succeeded.
+    pub accepting_ms: Option<f64>,
+    /// To the first new event after the heal (before the next fault).
+    pub completing_ms: Option<f64>,
 }
 
 fn windows(history: &[Op]) -> Vec<Window<'_>> {
@@ -82,26 +111,13 @@ impl Checker for Recovery {
     fn check(&self, history: &[Op], state: &FinalState) -> Verdict {
         let mut v = Verdict::new(self.name());
         let windows = windows(history);
-        let ops: Vec<_> = pairs(history)
-            .into_iter()
-            .filter(|p| p.invoke.f == self.f)
-            .collect();
-        let oks: Vec<(u64, u64)> = ops
-            .iter()
-            .filter(|p| p.outcome() == OpType::Ok)
-            .filter_map(|p| Some((p.invoke.time_ns, p.completion?.time_ns)))
-            .collect();
+        let ops = self.ops(history);
+        let oks = successes(&ops);
         let (mut worst, mut unobserved, mut interrupted): (f64, u64, u64) = (0.0, 0, 0);
         for w in &windows {
-            let first = oks
-                .iter()
-                .filter(|(inv, _)| w.contains(*inv))
-                .map(|(_, done)| *done)
-                .min();
             let observed = ops.iter().any(|p| w.contains(p.invoke.time_ns));
-            match first {
-                Some(done) => {
-                    let ms = w.ms_to(done);
+            match w.first_ok_ms(&oks) {
+                Some(ms) => {
                     worst = worst.max(ms);
                     if ms > self.limit_ms {
                         v.anomaly("slow_recovery", w.example(ms, self.limit_ms));
@@ -143,6 +159,27 @@ impl Checker for Recovery {
 }
 
 impl Recovery {
+    /// Each heal's times to recover, in the history's order.
+    pub fn per_heal(&self, history: &[Op], state: &FinalState) -> Vec<HealRecovery> {
+        let oks = successes(&self.ops(history));
+        let events = first_deliveries(state);
+        windows(history)
+            .iter()
+            .map(|w| HealRecovery {
+                heal_ns: w.heal.time_ns,
+                accepting_ms: w.first_ok_ms(&oks),
+                completing_ms: w.first_event_ms(&events),
+            })
+            .collect()
+    }
+
+    fn ops<'a>(&self, history: &'a [Op]) -> Vec<Pair<'a>> {
+        pairs(history)
+            .into_iter()
+            .filter(|p| p.invoke.f == self.f)
+            .collect()
+    }
+
     /// From each heal to the first new event after it: work done again, not just accepted.
     fn completion_recovery(
         &self,
@@ -162,9 +199,8 @@ impl Recovery {
             return worst;
         }
         for w in windows {
-            match events.iter().copied().find(|t| w.contains(*t)) {
-                Some(first) => {
-                    let ms = w.ms_to(first);
+            match w.first_event_ms(&events) {
+                Some(ms) => {
                     worst = worst.max(ms);
                     if ms > self.limit_ms {
                         v.anomaly("slow_completion_recovery", w.example(ms, self.limit_ms));
@@ -184,6 +220,14 @@ impl Recovery {
         v.measure("max_completion_recovery_ms", worst);
         worst
     }
+}
+
+/// Invocation and completion times of the operations that succeeded.
+fn successes(ops: &[Pair<'_>]) -> Vec<(u64, u64)> {
+    ops.iter()
+        .filter(|p| p.outcome() == OpType::Ok)
+        .filter_map(|p| Some((p.invoke.time_ns, p.completion?.time_ns)))
+        .collect()
 }
 
 /// Arrival times of each event's first validly signed delivery, in order: a redelivery of an
@@ -345,6 +389,41 @@ mod tests {
             0,
             "no callback was asked for"
         );
+    }
+
+    #[test]
+    fn each_heal_has_its_own_time_to_recover() {
+        let h = History::new();
+        fault(&h, f_start(), "kill-worker");
+        fault(&h, f_stop(), "kill-worker");
+        submit(&h, 1, "k1", credit("a", 1), OpType::Info, json!(null));
+        fault(&h, f_start(), "kill-worker");
+        fault(&h, f_stop(), "kill-worker");
+        accepted(&h, 1, "k2", credit("a", 1), "t2", false);
+        let ops = h.ops();
+        let second_heal = ops
+            .iter()
+            .filter(|o| o.f == f::STOP_FAULT && o.kind == OpType::Invoke)
+            .nth(1)
+            .unwrap();
+        let mut state = FinalState::default();
+        state
+            .callbacks
+            .push(callback("e2", second_heal.time_ns + 3_000_000));
+        let per_heal = Recovery {
+            f: f::SUBMIT.into(),
+            limit_ms: 10_000.0,
+        }
+        .per_heal(&ops, &state);
+        assert_eq!(per_heal.len(), 2);
+        assert_eq!(
+            (per_heal[0].accepting_ms, per_heal[0].completing_ms),
+            (None, None),
+            "the next fault came before anything succeeded"
+        );
+        assert_eq!(per_heal[1].heal_ns, second_heal.time_ns);
+        assert!(per_heal[1].accepting_ms.is_some_and(|ms| ms >= 0.0));
+        assert!((per_heal[1].completing_ms.unwrap() - 3.0).abs() < 1e-6);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use hdrhistogram::Histogram;
 use reports::{chaos::FaultWindow, Series};
 
 use crate::{
+    checker::HealRecovery,
     history::{f, pairs, Op, OpType, NEMESIS},
     signals::{self, Sample},
 };
@@ -38,7 +39,7 @@ fn nemesis_ops<'a>(history: &'a [Op], f: &str) -> Vec<(&'a Op, Option<&'a Op>)> 
 }
 
 /// Each `start-fault` paired with the first `stop-fault` of the same fault after it.
-pub fn fault_windows(history: &[Op]) -> Vec<FaultWindow> {
+pub fn fault_windows(history: &[Op], recoveries: &[HealRecovery]) -> Vec<FaultWindow> {
     let mut heals = nemesis_ops(history, f::STOP_FAULT);
     nemesis_ops(history, f::START_FAULT)
         .into_iter()
@@ -49,12 +50,16 @@ pub fn fault_windows(history: &[Op]) -> Vec<FaultWindow> {
                 .map(|i| heals.remove(i));
             let fault: Option<crate::nemesis::Fault> =
                 serde_json::from_value(start.value.clone()).ok();
+            let recovery =
+                heal.and_then(|(h, _)| recoveries.iter().find(|r| r.heal_ns == h.time_ns));
             FaultWindow {
                 fault: fault.as_ref().map(|f| f.kind()).unwrap_or_default(),
                 target: fault.as_ref().map(|f| f.target()).unwrap_or_default(),
                 start_s: secs(start.time_ns),
                 end_s: heal.and_then(|(_, done)| done).map(|c| secs(c.time_ns)),
                 injected: started.is_some_and(|c| c.kind == OpType::Ok),
+                accepting_ms: recovery.and_then(|r| r.accepting_ms),
+                completing_ms: recovery.and_then(|r| r.completing_ms),
             }
         })
         .collect()
@@ -149,18 +154,31 @@ mod tests {
         h.complete(&kill_heal, OpType::Ok, kill.clone(), None);
         let inv = h.invoke(Process::Client(1), f::SUBMIT, json!({}));
         h.complete(&inv, OpType::Ok, json!({"status": 202}), None);
-        let windows = fault_windows(&h.ops());
+        let recovery = crate::checker::Recovery {
+            f: f::SUBMIT.into(),
+            limit_ms: 1_000.0,
+        };
+        let ops = h.ops();
+        let recoveries = recovery.per_heal(&ops, &crate::final_state::FinalState::default());
+        let windows = fault_windows(&ops, &recoveries);
         assert_eq!(windows.len(), 2);
         assert_eq!(
             (windows[0].fault.as_str(), windows[0].target.as_str()),
             ("kill", "worker-0")
         );
         assert!(windows[0].end_s.is_some() && windows[0].injected);
+        // The submission accepted after the heal is its recovery; nothing completed.
+        assert!(windows[0].accepting_ms.is_some_and(|ms| ms >= 0.0));
+        assert_eq!(windows[0].completing_ms, None);
         assert_eq!(
             (windows[1].fault.as_str(), windows[1].target.as_str()),
             ("memory-alarm", "broker")
         );
         assert!(windows[1].end_s.is_none() && !windows[1].injected);
+        assert_eq!(
+            windows[1].accepting_ms, None,
+            "never healed, never recovered"
+        );
         let series = series(&h.ops(), &[]);
         assert_eq!(series[0].name, "accepted");
         assert_eq!(series[0].points.iter().map(|p| p[1]).sum::<f64>(), 1.0);

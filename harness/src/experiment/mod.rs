@@ -298,6 +298,14 @@ impl Experiment {
         }
     }
 
+    /// Time to recover after each heal, held to the objective.
+    fn recovery_checker(&self) -> checker::Recovery {
+        checker::Recovery {
+            f: f::SUBMIT.to_string(),
+            limit_ms: self.objectives.recovery.as_secs_f64() * 1000.0,
+        }
+    }
+
     /// The checkers this experiment's verdict is made of.
     pub fn checkers(&self) -> Vec<Box<dyn Checker>> {
         let submit = || f::SUBMIT.to_string();
@@ -318,10 +326,7 @@ impl Experiment {
             all.push(Box::new(checker::Callbacks));
         }
         if !self.faults.is_empty() {
-            all.push(Box::new(checker::Recovery {
-                f: submit(),
-                limit_ms: self.objectives.recovery.as_secs_f64() * 1000.0,
-            }));
+            all.push(Box::new(self.recovery_checker()));
         }
         all.retain(|c| self.wants(c.name()));
         all
@@ -484,7 +489,15 @@ pub async fn execute_until(
         parameters,
         verdicts,
     );
-    report.chaos = Some(chaos_account(exp, &report, probes, &ops, &samples));
+    let recoveries = exp.recovery_checker().per_heal(&ops, &state);
+    report.chaos = Some(chaos_account(
+        exp,
+        &report,
+        probes,
+        &ops,
+        &samples,
+        &recoveries,
+    ));
     run.write_report(&mut report)?;
     Ok(report)
 }
@@ -509,6 +522,7 @@ fn chaos_account(
     steady_state: Vec<reports::chaos::ProbeResult>,
     ops: &[crate::history::Op],
     samples: &[Sample],
+    recoveries: &[checker::HealRecovery],
 ) -> reports::ChaosReport {
     let recovery = report.verdicts.iter().find(|v| v.checker == "recovery");
     let measured = |name: &str| recovery.and_then(|v| v.measurements.get(name).copied());
@@ -525,7 +539,7 @@ fn chaos_account(
             reports::Validity::Unknown => None,
         },
         steady_state,
-        faults: account::fault_windows(ops),
+        faults: account::fault_windows(ops, recoveries),
         recovery: reports::chaos::Recovery {
             accepting_ms: measured("max_recovery_ms"),
             completing_ms: measured("max_completion_recovery_ms"),

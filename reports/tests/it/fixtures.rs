@@ -135,6 +135,8 @@ fn window(fault: &str, target: &str, start_s: f64, end_s: Option<f64>) -> FaultW
         start_s,
         end_s,
         injected: true,
+        accepting_ms: end_s.map(|_| 850.0),
+        completing_ms: end_s.map(|_| 1_900.0),
     }
 }
 

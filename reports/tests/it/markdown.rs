@@ -85,7 +85,8 @@ fn load_chaos_and_matrix_read_as_tables() {
         // chaos
         "Hypothesis: Every accepted task completes exactly once and P99 stays under 250 ms — ❌ did not hold.",
         "| after | error-rate | 0.2 | `<= 0.05` | ❌ broken |",
-        "| kill | worker-0 | 24 s | never healed | ✅ |",
+        "| kill | worker-0 | 24 s | never healed | ✅ | — | — |",
+        "| link-down | api-broker | 10 s | 18 s | ✅ | 850 ms | 1900 ms |",
         "completing tasks again in —.",
         "[history](chaos/kill-worker/history.jsonl)",
         // matrix: strategies × experiments
