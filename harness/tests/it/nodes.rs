@@ -598,3 +598,85 @@ async fn a_node_that_cannot_boot_says_why_with_its_log() {
         "no waiting out the timeout"
     );
 }
+
+/// The sampler reads the task queue's unacknowledged messages from the node's
+/// rabbitmq_prometheus endpoint (the series the chaos reports chart beside the fault windows):
+/// it rises while a consumer holds deliveries and falls back once they are acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sampler_reads_unacknowledged_messages_from_the_node() {
+    use harness::signals::{Sampler, Source};
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), 1).await.expect("node starts");
+    let names = contract::topology::Names {
+        prefix: "signals".into(),
+        retry_delays: Vec::new(),
+    };
+    let queue = names.task_queue();
+    let conn = connect(&node.amqp_url()).await;
+    let ch = confirm_channel(&conn).await;
+    declare(&ch, &queue, Kind::Quorum).await;
+    for body in numbered(7) {
+        publish_confirmed(&ch, &queue, &body).await;
+    }
+    let holder = conn.create_channel().await.expect("channel");
+    holder
+        .basic_qos(100, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let mut deliveries = holder
+        .basic_consume(
+            queue.as_str().into(),
+            "holder".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let mut held = Vec::new();
+    while held.len() < 7 {
+        let d = tokio::time::timeout(CONFIRM, deliveries.next())
+            .await
+            .expect("delivered")
+            .expect("consumer open")
+            .expect("delivery");
+        held.push(d);
+    }
+
+    let sampler = Sampler::start(
+        Source {
+            // Nothing listens there: the system's own signals are absent, the broker's are not.
+            base_url: "http://127.0.0.1:9".into(),
+            token: None,
+            amqp_url: None,
+            names: Some(names),
+            broker_metrics: vec![node.metrics_url()],
+        },
+        Duration::from_millis(250),
+    );
+    let unacked = |s: &Sampler| s.last().and_then(|x| x.get("task queue unacked"));
+    let until = |what: &'static str, want: f64| {
+        let sampler = &sampler;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while unacked(sampler) != Some(want) {
+                assert!(
+                    Instant::now() < deadline,
+                    "{what}: the sampler read {:?} unacknowledged, not {want}",
+                    unacked(sampler)
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    until("held", 7.0).await;
+    for d in held {
+        d.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+    until("acknowledged", 0.0).await;
+    sampler.stop().await;
+    let _ = conn.close(200, "bye".into()).await;
+    node.stop().await.expect("stop");
+}
