@@ -94,6 +94,15 @@ mod tests {
         assert_eq!(fingerprint(&a), fingerprint(&b));
     }
 
+    /// Stored keys outlive a deploy: the fingerprint is the SHA-256 of the canonical text, so
+    /// a retry that reaches the next release is still the same body, not a 422.
+    #[test]
+    fn the_fingerprint_is_the_sha256_of_the_canonical_text() {
+        let body = serde_json::json!({"type": "echo", "payload": {"b": [1, "x"], "a": null}});
+        let canonical = r#"{"payload":{"a":null,"b":[1,"x"]},"type":"echo"}"#;
+        assert_eq!(fingerprint(&body), hex::encode(Sha256::digest(canonical)));
+    }
+
     #[test]
     fn another_body_has_another_fingerprint() {
         let a = serde_json::json!({"type": "credit", "payload": {"account": "x", "amount": 1}});
