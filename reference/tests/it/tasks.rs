@@ -296,6 +296,25 @@ async fn task_events_resume_after_the_broker_link_returns() {
     app.stop().await;
 }
 
+/// What is written wakes the outbox relay and the event dispatcher: with their idle polls an
+/// hour apart (the tests' 50 ms polls would hide a missing wake-up), tasks are still published,
+/// run and announced, one after another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_wake_the_relay_and_the_dispatcher_without_their_polls() {
+    let mut world = World::new("wakeups");
+    let app = world.start(Mode::All, &["--poll-interval", "1h"]).await;
+    let probe = BrokerProbe::connect().await;
+    let mut events = probe
+        .events(&world.topology().names.events_exchange())
+        .await;
+    // The first may ride on the loops' first pass at start-up; the others need a wake-up.
+    for _ in 0..3 {
+        let id = app.client.submit_ok(&json!({"type": "echo"})).await;
+        event_of(&mut events, &id).await;
+    }
+    app.stop().await;
+}
+
 /// The seed-style publishing strategies still deliver on a healthy broker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirm_and_fire_and_forget_publishing_deliver() {
