@@ -328,6 +328,13 @@ async fn confirm_and_fire_and_forget_publishing_deliver() {
         .await;
         assert_eq!(task["status"], "SUCCESS", "--publish {publish}");
         assert_eq!(app.client.balance("p").await, 3);
+        // Operators tell the strategies apart on the dashboard.
+        let metrics = app.client.get("/metrics").await.bytes;
+        let needle = format!("reference_tasks_published_total{{strategy=\"{publish}\"}}");
+        assert!(
+            String::from_utf8_lossy(&metrics).contains(&needle),
+            "metrics lack {needle}"
+        );
         app.stop().await;
     }
 }
