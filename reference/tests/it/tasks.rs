@@ -339,6 +339,29 @@ async fn confirm_and_fire_and_forget_publishing_deliver() {
     }
 }
 
+/// `--publish confirm` answers only once the broker has confirmed: when the confirm is late (the
+/// broker link 8 s slow), the client hears 503 rather than a 202 for a task it cannot vouch for,
+/// and a retry with the same key once the link is back is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirm_publishing_answers_only_after_the_broker_confirmed() {
+    let mut world = World::new("confirm-late");
+    let link = Link::start(broker_addr()).await;
+    let app = world
+        .start(
+            Mode::Api,
+            &["--publish", "confirm", "--amqp-url", &link.amqp_url()],
+        )
+        .await;
+    let body = json!({"type": "echo"});
+    app.client.submit_ok(&body).await;
+    link.set_latency(Duration::from_secs(8)).await;
+    let late = app.client.submit("late-confirm", &body).await;
+    assert_eq!(late.status, 503, "{:?}", late.json());
+    link.set_latency(Duration::ZERO).await;
+    assert_eq!(app.client.submit("late-confirm", &body).await.status, 202);
+    app.stop().await;
+}
+
 /// `--retry requeue` (the seed's first snippet) retries a poison task forever and never
 /// dead-letters it: the weakness the backoff strategy fixes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
