@@ -168,3 +168,26 @@ async fn outbox_keeps_accepting_and_drains_after_the_broker_returns() {
     worker.stop().await;
     api.stop().await;
 }
+
+/// An idle system costs (almost) nothing: its loops wait for work or their poll, never spin.
+/// Spinning would burn a core; the bound is a tenth of one, far above an idle process's use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_system_does_not_spin() {
+    let world = World::new("idle");
+    let args = world.args(&["--poll-interval", "200ms"]);
+    let app = Proc::start("all", &args, world.dir.path()).await;
+    // Work first, so that every loop has been through its busy path once.
+    let echo = json!({"type": "echo"});
+    let ids: Vec<String> =
+        futures_util::future::join_all((0..20).map(|_| app.client.submit_ok(&echo))).await;
+    all_succeeded(&app.client, &ids, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (before, began) = (app.cpu_time(), std::time::Instant::now());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let used = app.cpu_time() - before;
+    let idle_for = began.elapsed();
+    assert!(
+        used < idle_for / 10,
+        "idle for {idle_for:?}, the system used {used:?} of CPU"
+    );
+}

@@ -315,6 +315,43 @@ async fn writes_wake_the_relay_and_the_dispatcher_without_their_polls() {
     app.stop().await;
 }
 
+/// A backlog larger than one relay batch (500) is published batch after batch once the broker is
+/// back, not one batch per wake-up: with the relay's idle poll an hour apart, every task
+/// accepted while the API's broker link was down reaches the work queue after it returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbox_backlog_larger_than_a_batch_drains_once_the_broker_returns() {
+    const TASKS: usize = 1_200;
+    let mut world = World::new("backlog");
+    let link = Link::start(broker_addr()).await;
+    let app = world
+        .start(
+            Mode::Api,
+            &["--poll-interval", "1h", "--amqp-url", &link.amqp_url()],
+        )
+        .await;
+    let broker = app.running.as_ref().unwrap().broker().clone();
+    link.cut().await;
+    assert!(wait_until(Duration::from_secs(10), || async { !broker.is_connected() }).await);
+    futures_util::stream::iter(0..TASKS)
+        .for_each_concurrent(32, |_| async {
+            app.client.submit_ok(&json!({"type": "echo"})).await;
+        })
+        .await;
+    link.restore().await;
+    let probe = BrokerProbe::connect().await;
+    let queue = world.topology().names.task_queue();
+    let all_there = wait_until(LIMIT, || async {
+        probe.depth(&queue).await as usize == TASKS
+    })
+    .await;
+    assert!(
+        all_there,
+        "{} of {TASKS} accepted tasks reached the work queue",
+        probe.depth(&queue).await
+    );
+    app.stop().await;
+}
+
 /// The seed-style publishing strategies still deliver on a healthy broker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirm_and_fire_and_forget_publishing_deliver() {

@@ -60,6 +60,22 @@ impl Proc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// CPU time the process has used so far (user and system, from `/proc/<pid>/stat`).
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .expect("the process is running");
+        // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+        let after_name = &stat[stat.rfind(')').expect("stat has a command name") + 2..];
+        let ticks: u64 = after_name
+            .split(' ')
+            .skip(11)
+            .take(2)
+            .map(|t| t.parse::<u64>().expect("clock ticks"))
+            .sum();
+        // In USER_HZ, which Linux fixes at 100 a second for what /proc reports.
+        Duration::from_millis(ticks * 10)
+    }
+
     /// kill -9: no chance to settle anything.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
