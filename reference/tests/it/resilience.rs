@@ -3,6 +3,8 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
+use futures_util::{FutureExt, StreamExt};
+
 use reference::Mode;
 use serde_json::json;
 
@@ -190,4 +192,34 @@ async fn an_idle_system_does_not_spin() {
         used < idle_for / 10,
         "idle for {idle_for:?}, the system used {used:?} of CPU"
     );
+}
+
+/// The value of one Prometheus sample (`name{labels}`) in the process's `/metrics`; 0 when absent.
+async fn metric(c: &Client, sample: &str) -> f64 {
+    let text = String::from_utf8(c.get("/metrics").await.bytes.to_vec()).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The outbox's counters are exact on a healthy broker (a process of its own, so that no other
+/// test's counts mix in): every task published once, none counted as failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_counts_what_it_published_and_nothing_failed() {
+    const TASKS: usize = 600;
+    let world = World::new("counters");
+    let api = Proc::start("api", &world.args(&[]), world.dir.path()).await;
+    let echo = json!({"type": "echo"});
+    futures_util::stream::iter(0..TASKS)
+        .for_each_concurrent(32, |_| api.client.submit_ok(&echo).map(drop))
+        .await;
+    let published = r#"reference_tasks_published_total{strategy="outbox"}"#;
+    let all = wait_until(Duration::from_secs(20), || async {
+        metric(&api.client, published).await >= TASKS as f64
+    })
+    .await;
+    assert!(all, "{} published", metric(&api.client, published).await);
+    assert_eq!(metric(&api.client, published).await, TASKS as f64);
+    let failed = r#"reference_tasks_publish_failed_total{strategy="outbox"}"#;
+    assert_eq!(metric(&api.client, failed).await, 0.0);
 }
