@@ -13,6 +13,7 @@
 //! | `reference_tasks_succeeded_total` / `_failed_total` | counter | type |
 //! | `reference_task_processing_seconds` | histogram | type, outcome |
 //! | `reference_outbox_backlog` | gauge | |
+//! | `reference_outbox_relay_interruptions_total` | counter | |
 //! | `reference_retention_deleted_total` | counter | table |
 //! | `reference_callbacks_total` | counter | kind, outcome |
 //! | `reference_broker_connected` | gauge | |
@@ -67,6 +68,11 @@ fn describe() {
          NaN while the store cannot be read"
     );
     metrics::describe_counter!(
+        "reference_outbox_relay_interruptions_total",
+        "Times the outbox relay stopped on an error (broker gone, confirms missing) and started \
+         again with a fresh channel after a backoff; 0 on a healthy broker"
+    );
+    metrics::describe_counter!(
         "reference_retention_deleted_total",
         "Rows deleted by the retention sweep (--dedupe-retention), by table"
     );
@@ -101,6 +107,10 @@ pub fn published(strategy: &'static str, n: u64) {
 
 pub fn publish_failed(strategy: &'static str, n: u64) {
     metrics::counter!("reference_tasks_publish_failed_total", "strategy" => strategy).increment(n);
+}
+
+pub fn relay_interrupted() {
+    metrics::counter!("reference_outbox_relay_interruptions_total").increment(1);
 }
 
 pub fn delivered() {

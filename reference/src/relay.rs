@@ -48,6 +48,7 @@ impl Relay {
             match self.relay_on(&conn, &cancel, &mut delays).await {
                 Ok(()) => break,
                 Err(e) => {
+                    metrics::relay_interrupted();
                     tracing::warn!(error = %e, "outbox relay interrupted");
                     tokio::select! {
                         _ = cancel.cancelled() => break,

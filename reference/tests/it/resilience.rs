@@ -167,6 +167,10 @@ async fn outbox_keeps_accepting_and_drains_after_the_broker_returns() {
     link.restore().await;
     all_succeeded(c, &ids, Duration::from_secs(60)).await;
     assert_eq!(balances(c).await, want);
+    assert!(
+        metric(c, "reference_outbox_relay_interruptions_total").await >= 1.0,
+        "the relay's interruption is counted"
+    );
     worker.stop().await;
     api.stop().await;
 }
@@ -203,7 +207,8 @@ async fn metric(c: &Client, sample: &str) -> f64 {
 }
 
 /// The outbox's counters are exact on a healthy broker (a process of its own, so that no other
-/// test's counts mix in): every task published once, none counted as failed.
+/// test's counts mix in): every task published once, none counted as failed, the relay never
+/// interrupted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_outbox_counts_what_it_published_and_nothing_failed() {
     const TASKS: usize = 600;
@@ -222,4 +227,6 @@ async fn the_outbox_counts_what_it_published_and_nothing_failed() {
     assert_eq!(metric(&api.client, published).await, TASKS as f64);
     let failed = r#"reference_tasks_publish_failed_total{strategy="outbox"}"#;
     assert_eq!(metric(&api.client, failed).await, 0.0);
+    let interrupted = "reference_outbox_relay_interruptions_total";
+    assert_eq!(metric(&api.client, interrupted).await, 0.0);
 }
