@@ -352,6 +352,37 @@ async fn an_outbox_backlog_larger_than_a_batch_drains_once_the_broker_returns() 
     app.stop().await;
 }
 
+/// A graceful shutdown publishes the outbox's backlog before the process ends, batch after
+/// batch, and ends once that is done rather than at its timeout: with confirms coming 2 s late,
+/// the relay is still waiting on a batch when the shutdown begins and more than two batches are
+/// left behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_publishes_the_outbox_backlog_and_ends_when_done() {
+    const TASKS: usize = 1_200;
+    let mut world = World::new("drain");
+    let link = Link::start(broker_addr()).await;
+    let app = world
+        .start(
+            Mode::Api,
+            &["--amqp-url", &link.amqp_url(), "--shutdown-timeout", "5m"],
+        )
+        .await;
+    link.set_latency(Duration::from_secs(2)).await;
+    futures_util::stream::iter(0..TASKS)
+        .for_each_concurrent(32, |_| async {
+            app.client.submit_ok(&json!({"type": "echo"})).await;
+        })
+        .await;
+    let stopped = tokio::time::timeout(Duration::from_secs(60), app.stop()).await;
+    assert!(stopped.is_ok(), "the shutdown ran into its 5 min timeout");
+    link.set_latency(Duration::ZERO).await;
+    let probe = BrokerProbe::connect().await;
+    let queue = world.topology().names.task_queue();
+    let published: std::collections::BTreeSet<String> =
+        probe.drain_ids(&queue).await.into_iter().collect();
+    assert_eq!(published.len(), TASKS, "tasks published by the shutdown");
+}
+
 /// The seed-style publishing strategies still deliver on a healthy broker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirm_and_fire_and_forget_publishing_deliver() {
