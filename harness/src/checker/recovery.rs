@@ -340,7 +340,7 @@ mod tests {
 
     /// A heal whose window the next fault closes while a submission still fails in it; the
     /// second heal is followed by a success.
-    fn two_faults_back_to_back(limit_ms: f64) -> Verdict {
+    fn back_to_back_history() -> Vec<Op> {
         let h = History::new();
         fault(&h, f_start(), "kill-worker");
         fault(&h, f_stop(), "kill-worker");
@@ -348,11 +348,15 @@ mod tests {
         fault(&h, f_start(), "kill-worker");
         fault(&h, f_stop(), "kill-worker");
         accepted(&h, 1, "k2", credit("a", 1), "t2", false);
+        h.ops()
+    }
+
+    fn two_faults_back_to_back(limit_ms: f64) -> Verdict {
         Recovery {
             f: f::SUBMIT.into(),
             limit_ms,
         }
-        .check(&h.ops(), &FinalState::default())
+        .check(&back_to_back_history(), &FinalState::default())
     }
 
     #[test]
@@ -393,14 +397,7 @@ mod tests {
 
     #[test]
     fn each_heal_has_its_own_time_to_recover() {
-        let h = History::new();
-        fault(&h, f_start(), "kill-worker");
-        fault(&h, f_stop(), "kill-worker");
-        submit(&h, 1, "k1", credit("a", 1), OpType::Info, json!(null));
-        fault(&h, f_start(), "kill-worker");
-        fault(&h, f_stop(), "kill-worker");
-        accepted(&h, 1, "k2", credit("a", 1), "t2", false);
-        let ops = h.ops();
+        let ops = back_to_back_history();
         let second_heal = ops
             .iter()
             .filter(|o| o.f == f::STOP_FAULT && o.kind == OpType::Invoke)

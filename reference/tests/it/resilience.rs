@@ -3,8 +3,6 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use futures_util::{FutureExt, StreamExt};
-
 use reference::Mode;
 use serde_json::json;
 
@@ -214,10 +212,7 @@ async fn the_outbox_counts_what_it_published_and_nothing_failed() {
     const TASKS: usize = 600;
     let world = World::new("counters");
     let api = Proc::start("api", &world.args(&[]), world.dir.path()).await;
-    let echo = json!({"type": "echo"});
-    futures_util::stream::iter(0..TASKS)
-        .for_each_concurrent(32, |_| api.client.submit_ok(&echo).map(drop))
-        .await;
+    api.client.submit_echoes(TASKS).await;
     let published = r#"reference_tasks_published_total{strategy="outbox"}"#;
     let all = wait_until(Duration::from_secs(20), || async {
         metric(&api.client, published).await >= TASKS as f64

@@ -332,11 +332,7 @@ async fn an_outbox_backlog_larger_than_a_batch_drains_once_the_broker_returns() 
     let broker = app.running.as_ref().unwrap().broker().clone();
     link.cut().await;
     assert!(wait_until(Duration::from_secs(10), || async { !broker.is_connected() }).await);
-    futures_util::stream::iter(0..TASKS)
-        .for_each_concurrent(32, |_| async {
-            app.client.submit_ok(&json!({"type": "echo"})).await;
-        })
-        .await;
+    app.client.submit_echoes(TASKS).await;
     link.restore().await;
     let probe = BrokerProbe::connect().await;
     let queue = world.topology().names.task_queue();
@@ -368,11 +364,7 @@ async fn shutdown_publishes_the_outbox_backlog_and_ends_when_done() {
         )
         .await;
     link.set_latency(Duration::from_secs(2)).await;
-    futures_util::stream::iter(0..TASKS)
-        .for_each_concurrent(32, |_| async {
-            app.client.submit_ok(&json!({"type": "echo"})).await;
-        })
-        .await;
+    app.client.submit_echoes(TASKS).await;
     let stopped = tokio::time::timeout(Duration::from_secs(60), app.stop()).await;
     assert!(stopped.is_ok(), "the shutdown ran into its 5 min timeout");
     link.set_latency(Duration::ZERO).await;

@@ -277,6 +277,17 @@ impl Client {
     }
 
     /// Submits a task with a fresh key and returns its id.
+    /// `n` echo tasks, 32 at a time, each expected to be accepted.
+    pub async fn submit_echoes(&self, n: usize) {
+        use futures_util::StreamExt;
+        let echo = serde_json::json!({"type": "echo"});
+        futures_util::stream::iter(0..n)
+            .for_each_concurrent(32, |_| async {
+                self.submit_ok(&echo).await;
+            })
+            .await;
+    }
+
     pub async fn submit_ok(&self, body: &Value) -> String {
         let reply = self.submit(&uuid::Uuid::new_v4().to_string(), body).await;
         let v = reply.expect(202, "OK");
