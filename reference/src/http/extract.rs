@@ -156,6 +156,13 @@ mod tests {
         )]))
         .is_ok());
         assert!(require_json_content_type(&headers(&[("content-type", "text/plain")])).is_err());
+        // A structured suffix counts only on an application type, and only `+json`.
+        for other in ["application/xml", "text/x+json", "application/json-seq"] {
+            assert!(
+                require_json_content_type(&headers(&[("content-type", other)])).is_err(),
+                "{other}"
+            );
+        }
         assert!(require_json_content_type(&headers(&[])).is_err());
         let two = headers(&[
             ("content-type", "application/json"),
