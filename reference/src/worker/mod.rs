@@ -170,18 +170,12 @@ async fn handle(processor: &Processor, delivery: Delivery, out: &Channel, ack: A
     }
     let settled = match settle {
         Settle::Ack => delivery.ack(BasicAckOptions::default()).await,
-        Settle::Requeue => {
+        // A rejected delivery goes to the queue's dead-letter exchange.
+        Settle::Requeue | Settle::Reject => {
+            let requeue = settle == Settle::Requeue;
             delivery
                 .nack(BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                })
-                .await
-        }
-        Settle::Reject => {
-            delivery
-                .nack(BasicNackOptions {
-                    requeue: false,
+                    requeue,
                     ..Default::default()
                 })
                 .await

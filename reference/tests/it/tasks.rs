@@ -399,6 +399,28 @@ async fn confirm_and_fire_and_forget_publishing_deliver() {
     }
 }
 
+/// `--ack auto` (the seed's naive consumer) leaves nothing for the worker to settle: with a
+/// prefetch of 2 it still runs all of 10 tasks, where deliveries left unsettled would stop it at
+/// 2. The demonstrations of what this strategy loses rely on it working as named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_ack_consumes_past_its_prefetch() {
+    let mut world = World::new("autoack");
+    let app = world
+        .start(Mode::All, &["--ack", "auto", "--prefetch", "2"])
+        .await;
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        ids.push(app.client.submit_ok(&json!({"type": "echo"})).await);
+    }
+    for id in &ids {
+        assert_eq!(
+            app.client.wait_terminal(id, LIMIT).await["status"],
+            "SUCCESS"
+        );
+    }
+    app.stop().await;
+}
+
 /// `--publish confirm` answers only once the broker has confirmed: when the confirm is late (the
 /// broker link 8 s slow), the client hears 503 rather than a 202 for a task it cannot vouch for,
 /// and a retry with the same key once the link is back is accepted.

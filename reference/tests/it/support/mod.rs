@@ -276,7 +276,6 @@ impl Client {
         .await
     }
 
-    /// Submits a task with a fresh key and returns its id.
     /// `n` echo tasks, 32 at a time, each expected to be accepted.
     pub async fn submit_echoes(&self, n: usize) {
         use futures_util::StreamExt;
@@ -288,6 +287,7 @@ impl Client {
             .await;
     }
 
+    /// Submits a task with a fresh key and returns its id.
     pub async fn submit_ok(&self, body: &Value) -> String {
         let reply = self.submit(&uuid::Uuid::new_v4().to_string(), body).await;
         let v = reply.expect(202, "OK");
