@@ -178,21 +178,6 @@ impl Op for RecordDeliveries {
     }
 }
 
-struct DeliveriesPending;
-
-impl Op for DeliveriesPending {
-    type Out = i64;
-
-    async fn apply(&self, db: &mut dyn Db) -> Result<i64, StoreError> {
-        db.query_one(
-            "SELECT COUNT(*) FROM deliveries WHERE state = 'pending'",
-            &[],
-        )
-        .await?
-        .i64(0)
-    }
-}
-
 impl Store {
     /// Leases up to `limit` due deliveries for `lease`.
     pub async fn claim_deliveries(
@@ -215,10 +200,5 @@ impl Store {
     pub async fn delivery_done(&self, id: i64) -> Result<(), StoreError> {
         self.record_deliveries(vec![(id, DeliveryOutcome::Delivered)])
             .await
-    }
-
-    /// Deliveries still owed (pending), for metrics and shutdown.
-    pub async fn deliveries_pending(&self) -> Result<i64, StoreError> {
-        self.read(DeliveriesPending).await
     }
 }
