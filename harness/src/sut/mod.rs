@@ -60,19 +60,21 @@ fn locate() -> Result<PathBuf, String> {
     which("reference").ok_or_else(|| "not in REFERENCE_BIN, the workspace, or PATH".to_string())
 }
 
-/// Builds the binary with the profile this harness was built with.
+/// Builds the binary with the profile this harness was built with, and with the whole
+/// workspace's features: `-p reference` unifies features differently, so it would rebuild
+/// dependencies the workspace's build already made (minutes here) and swap the binary it made.
 fn build_in(workspace: &Path) -> Result<PathBuf, String> {
     let release = !cfg!(debug_assertions);
     let mut cmd =
         std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(workspace)
-        .args(["build", "-q", "-p", "reference", "--bin", "reference"]);
+        .args(["build", "-q", "--workspace", "--bin", "reference"]);
     if release {
         cmd.arg("--release");
     }
     let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
     if !status.success() {
-        return Err(format!("cargo build -p reference failed ({status})"));
+        return Err(format!("cargo build --bin reference failed ({status})"));
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
