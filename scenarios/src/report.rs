@@ -34,6 +34,15 @@ fn runs_base() -> PathBuf {
         .join("harness/runs")
 }
 
+/// Orders verdicts from best to worst: a case nobody could judge hides behind no valid one.
+fn badness(v: Validity) -> u8 {
+    match v {
+        Validity::Valid => 0,
+        Validity::Unknown => 1,
+        Validity::Invalid => 2,
+    }
+}
+
 /// Collects what one property's cases found.
 pub struct PropertyRun {
     name: String,
@@ -60,7 +69,7 @@ impl PropertyRun {
         for v in verdicts {
             let keep = worst
                 .get(&v.checker)
-                .is_none_or(|w| v.validity == Validity::Invalid && w.validity != Validity::Invalid);
+                .is_none_or(|w| badness(v.validity) > badness(w.validity));
             if keep {
                 worst.insert(v.checker.clone(), v.clone());
             }
@@ -181,5 +190,42 @@ fn counterexample<T: Debug>(e: &TestError<T>) -> serde_json::Value {
             json!({"reason": reason.message(), "minimal_input": format!("{input:?}")})
         }
         TestError::Abort(reason) => json!({"aborted": reason.message()}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(validity: Validity) -> Verdict {
+        let mut v = Verdict::new("ledger");
+        match validity {
+            Validity::Valid => {}
+            Validity::Unknown => {
+                v.undecided();
+            }
+            Validity::Invalid => {
+                v.anomaly("lost", json!({}));
+            }
+        }
+        v
+    }
+
+    fn worst_after(cases: &[Validity]) -> Validity {
+        let run = PropertyRun::new("p");
+        for c in cases {
+            run.case(&[verdict(*c)]);
+        }
+        let worst = run.worst.lock().unwrap();
+        worst["ledger"].validity
+    }
+
+    #[test]
+    fn the_worst_case_of_each_checker_is_kept() {
+        use Validity::*;
+        assert_eq!(worst_after(&[Valid, Unknown, Valid]), Unknown);
+        assert_eq!(worst_after(&[Unknown, Invalid, Unknown]), Invalid);
+        assert_eq!(worst_after(&[Invalid, Unknown]), Invalid);
+        assert_eq!(worst_after(&[Valid, Valid]), Valid);
     }
 }

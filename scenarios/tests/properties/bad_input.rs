@@ -470,7 +470,7 @@ fn bad_input_never_breaks_the_api() {
             Ok(Vec::new())
         },
     );
-    run.holds(&outcome);
+    let report = run.holds(&outcome);
     rt.block_on(world.stop());
-    assert_held(outcome);
+    assert_held(outcome, &report);
 }

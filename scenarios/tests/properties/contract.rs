@@ -290,8 +290,8 @@ fn run_schema_valid(
 #[test]
 fn schema_valid_requests_are_accepted() {
     let (outcome, run) = run_schema_valid(contract::openapi::document(), 200, Reach::Direct);
-    run.holds(&outcome);
-    assert_held(outcome);
+    let report = run.holds(&outcome);
+    assert_held(outcome, &report);
 }
 
 /// A planted mismatch: a server that refuses what its document allows (credits above 1,000,
@@ -658,11 +658,11 @@ fn every_documented_status_is_seen_and_no_answer_disagrees() {
         );
     }
     eprintln!("contract coverage: {}", verdict.summary);
-    run.holds_with(&outcome, vec![verdict]);
+    let report = run.holds_with(&outcome, vec![verdict]);
     for w in [d.main, d.limited, d.confirm, d.store_down] {
         rt.block_on(w.stop());
     }
-    assert_held(outcome);
+    assert_held(outcome, &report);
     assert!(
         uncovered.is_empty(),
         "documented statuses never seen: {uncovered:?}"

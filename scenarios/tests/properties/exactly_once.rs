@@ -61,7 +61,7 @@ pub fn steps(kills: bool, len: std::ops::Range<usize>) -> impl Strategy<Value = 
     } else {
         prop_oneof![2 => credit(), 1 => redelivery()].boxed()
     };
-    prop::collection::vec(step, len)
+    opening_with_a_credit(step, len)
 }
 
 /// Copies all at once, slow tasks beside the credits, and acks lost after the commit.
@@ -70,7 +70,21 @@ pub fn concurrent_steps(len: std::ops::Range<usize>) -> impl Strategy<Value = Ve
     let slow = (50u16..400).prop_map(|ms| Step::Slow { ms });
     let ack_lost = (1u16..100).prop_map(|amount| Step::AckLost { amount });
     let step = prop_oneof![4 => credit(), 4 => burst, 1 => slow, 1 => ack_lost];
-    prop::collection::vec(step, len)
+    opening_with_a_credit(step, len)
+}
+
+/// `len` steps, the first a credit. A case of kills and redeliveries only credits nothing, so
+/// the bank and the ledger have nothing to judge and their verdicts are undecided, which
+/// leaves the whole property undecided (a verification then exits 2).
+fn opening_with_a_credit(
+    step: impl Strategy<Value = Step>,
+    len: std::ops::Range<usize>,
+) -> impl Strategy<Value = Vec<Step>> {
+    let rest = len.start.saturating_sub(1)..len.end - 1;
+    (credit(), prop::collection::vec(step, rest)).prop_map(|(first, mut steps)| {
+        steps.insert(0, first);
+        steps
+    })
 }
 
 /// One case's submissions and what they were accepted as.
@@ -252,9 +266,9 @@ fn credits_apply_exactly_once_under_redelivery_and_worker_kills() {
         &steps(true, config::length(3..12)),
         |steps| rt.block_on(case(&world, &steps, Duration::from_secs(30))),
     );
-    run.holds(&outcome);
+    let report = run.holds(&outcome);
     rt.block_on(world.stop());
-    assert_held(outcome);
+    assert_held(outcome, &report);
 }
 
 /// The same promise when copies of one message are in flight at the same moment: bursts of
@@ -274,9 +288,9 @@ fn credits_apply_exactly_once_when_copies_meet_and_acks_are_lost() {
         &concurrent_steps(config::length(4..12)),
         |steps| rt.block_on(case(&world, &steps, Duration::from_secs(30))),
     );
-    run.holds(&outcome);
+    let report = run.holds(&outcome);
     rt.block_on(world.stop());
-    assert_held(outcome);
+    assert_held(outcome, &report);
 }
 
 /// Credits whose acks are lost after their commit, and nothing else.

@@ -165,9 +165,9 @@ fn holds_on(rt: &tokio::runtime::Runtime, world: World, name: &str, cases: u32, 
     let (outcome, run) = run_property(name, config::holds(name, cases), &submissions(), |subs| {
         rt.block_on(case(&world, &subs, &seen))
     });
-    run.holds(&outcome);
+    let report = run.holds(&outcome);
     rt.block_on(world.stop());
-    assert_held(outcome);
+    assert_held(outcome, &report);
     let counts = seen.counts.into_inner().expect("counts");
     eprintln!("{name}: over the cases {counts:?}");
     for count in met {

@@ -169,7 +169,7 @@ fn tasks_follow_the_lifecycle_model() {
         &Model::sequential_strategy(config::length(1..24)),
         |generated| rt.block_on(case(&world, generated)),
     );
-    run.holds(&outcome);
+    let report = run.holds(&outcome);
     rt.block_on(world.stop());
-    assert_held(outcome);
+    assert_held(outcome, &report);
 }

@@ -12,7 +12,7 @@ use proptest::{
     strategy::Strategy,
     test_runner::{Config, TestCaseError, TestError, TestRunner},
 };
-use reports::{Validity, Verdict};
+use reports::{RunReport, Validity, Verdict};
 use scenarios::{report::PropertyRun, world::World};
 
 /// Runs `case` over values of `strategy`; returns the outcome and what the cases found.
@@ -65,11 +65,24 @@ pub fn verdicts(
     all
 }
 
-/// Panics with the counterexample unless the property held.
-pub fn assert_held<T: Debug>(outcome: Result<(), TestError<T>>) {
+/// Panics with the counterexample unless the property held, and unless its run decided: a
+/// checker that could not judge a case (nothing to judge, a read that failed) is no pass.
+pub fn assert_held<T: Debug>(outcome: Result<(), TestError<T>>, report: &RunReport) {
     if let Err(e) = outcome {
         panic!("property failed: {e}");
     }
+    let undecided: Vec<String> = report
+        .verdicts
+        .iter()
+        .filter(|v| v.validity != Validity::Valid)
+        .map(|v| format!("{}: {}", v.checker, v.summary))
+        .collect();
+    assert!(
+        undecided.is_empty(),
+        "the property held but its run is {:?}: {}",
+        report.validity,
+        undecided.join("; ")
+    );
 }
 
 /// Panics unless the property failed, printing the shrunk counterexample it found.

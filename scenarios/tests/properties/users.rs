@@ -166,7 +166,7 @@ fn cached_reads_never_return_a_replaced_or_deleted_user() {
         &steps(),
         |steps| rt.block_on(case(&world, &steps)),
     );
-    run.holds(&outcome);
+    let report = run.holds(&outcome);
     rt.block_on(world.stop());
-    assert_held(outcome);
+    assert_held(outcome, &report);
 }
