@@ -195,10 +195,4 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.write(RecordDeliveries(outcomes)).await
     }
-
-    /// Marks a delivery made.
-    pub async fn delivery_done(&self, id: i64) -> Result<(), StoreError> {
-        self.record_deliveries(vec![(id, DeliveryOutcome::Delivered)])
-            .await
-    }
 }

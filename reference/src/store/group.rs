@@ -19,11 +19,11 @@ use futures_util::future::BoxFuture;
 use super::{db::Db, StoreError};
 
 /// Most ops in one transaction.
-pub const MAX_BATCH: usize = 256;
+const MAX_BATCH: usize = 256;
 /// Ops waiting for a writer before callers wait to enqueue.
 const QUEUE: usize = 4096;
 /// Runs of a batch whose transaction failed as a whole.
-pub const ATTEMPTS: u32 = 3;
+const ATTEMPTS: u32 = 3;
 
 /// A read or a write of the store, written once for both backends.
 pub trait Op: Send + Sync + 'static {
@@ -100,17 +100,9 @@ impl<O: Op> Job for Pending<O> {
 pub type Jobs = async_channel::Receiver<Box<dyn Job>>;
 
 /// Handle to a backend's writers; cheap to clone.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct GroupCommit {
     queue: async_channel::Sender<Box<dyn Job>>,
-}
-
-impl std::fmt::Debug for GroupCommit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GroupCommit")
-            .field("queued", &self.queue.len())
-            .finish()
-    }
 }
 
 impl GroupCommit {
@@ -193,6 +185,28 @@ async fn run_ops(db: &mut dyn Db, batch: &mut [Box<dyn Job>]) -> Result<(), Stop
     Ok(())
 }
 
+/// Counts a batch's failed attempts and says when to run it again: a transaction that failed
+/// as a whole (a deadlock, a busy file, a lost connection) runs up to [`ATTEMPTS`] times, the
+/// pause growing by 5 ms each time; any other outcome stands.
+#[derive(Debug, Default)]
+pub struct Attempts {
+    failed: u32,
+}
+
+impl Attempts {
+    /// The pause before the next attempt after `result`, or `None` when `result` is final.
+    pub fn again(&mut self, result: &Result<(), StoreError>) -> Option<std::time::Duration> {
+        match result {
+            Err(e) if e.is_transient() && self.failed + 1 < ATTEMPTS => {
+                self.failed += 1;
+                tracing::debug!(error = %e, failed = self.failed, "group commit retried");
+                Some(std::time::Duration::from_millis(5 * u64::from(self.failed)))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Answers every caller of the batch; `started` is when its first attempt began.
 pub fn answer(
     batch: Vec<Box<dyn Job>>,
@@ -218,7 +232,7 @@ pub async fn mysql_writer(pool: sqlx::AnyPool, dialect: super::Dialect, jobs: Jo
             continue;
         }
         let started = std::time::Instant::now();
-        let mut attempt = 1;
+        let mut attempts = Attempts::default();
         let result = loop {
             let result = match pool.acquire().await {
                 Ok(mut conn) => {
@@ -230,14 +244,9 @@ pub async fn mysql_writer(pool: sqlx::AnyPool, dialect: super::Dialect, jobs: Jo
                 }
                 Err(e) => Err(e.into()),
             };
-            match result {
-                Err(e) if e.is_transient() && attempt < ATTEMPTS => {
-                    tracing::debug!(error = %e, attempt, "group commit retried");
-                    tokio::time::sleep(std::time::Duration::from_millis(5 * u64::from(attempt)))
-                        .await;
-                    attempt += 1;
-                }
-                other => break other,
+            match attempts.again(&result) {
+                Some(pause) => tokio::time::sleep(pause).await,
+                None => break result,
             }
         };
         answer(batch, result, started);
@@ -246,9 +255,22 @@ pub async fn mysql_writer(pool: sqlx::AnyPool, dialect: super::Dialect, jobs: Jo
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::{
+        sync::{
+            atomic::{AtomicU32, Ordering},
+            Arc,
+        },
+        time::Duration,
+    };
 
-    use crate::{store::Store, validation::ValidUser};
+    use super::{Attempts, GroupCommit, Op, ATTEMPTS, MAX_BATCH};
+    use crate::{
+        store::{
+            db::{Db, P},
+            Store, StoreError,
+        },
+        validation::ValidUser,
+    };
 
     async fn store() -> (Store, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
@@ -340,8 +362,115 @@ mod tests {
         assert!(gave_up.is_err(), "the writer is still blocked");
         holder.execute_batch("COMMIT").unwrap();
         first.await.unwrap().unwrap();
+        // One writer takes the queue in order: once a later write is durable, the writer has
+        // passed the abandoned one.
+        store.create_user(&user(3)).await.unwrap();
+        let (users, _) = store.list_users(1, 10).await.unwrap();
+        let emails: Vec<&str> = users.iter().map(|u| u.email.as_str()).collect();
+        assert_eq!(emails, ["u1@group.test", "u3@group.test"]);
+    }
+
+    /// Inserts a user after failing its first `fails` runs as a deadlock or a busy file would.
+    struct Flaky {
+        fails: u32,
+        runs: Arc<AtomicU32>,
+        email: &'static str,
+    }
+
+    impl Op for Flaky {
+        type Out = ();
+
+        async fn apply(&self, db: &mut dyn Db) -> Result<(), StoreError> {
+            if self.runs.fetch_add(1, Ordering::SeqCst) < self.fails {
+                return Err(StoreError::Unavailable("deadlock".into()));
+            }
+            db.execute(
+                "INSERT INTO users (name, email, created_at, updated_at) VALUES ('f', ?, 0, 0)",
+                &[P::T(self.email)],
+            )
+            .await
+            .map(drop)
+        }
+    }
+
+    async fn flaky(
+        store: &Store,
+        fails: u32,
+        email: &'static str,
+    ) -> (Result<(), StoreError>, u32) {
+        let runs = Arc::new(AtomicU32::new(0));
+        let op = Flaky {
+            fails,
+            runs: runs.clone(),
+            email,
+        };
+        let result = store.inner.writes.write(op).await;
+        (result, runs.load(Ordering::SeqCst))
+    }
+
+    /// A transaction that failed as a whole runs again with every op in it, up to three times
+    /// in all; then the failure stands.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_failing_as_a_whole_is_run_again_up_to_three_times() {
+        let (store, _dir) = store().await;
+        let (ok, runs) = flaky(&store, ATTEMPTS - 1, "again@group.test").await;
+        assert!(ok.is_ok(), "{ok:?}");
+        assert_eq!(runs, ATTEMPTS);
+        let (failed, runs) = flaky(&store, u32::MAX, "never@group.test").await;
+        assert!(
+            matches!(failed, Err(StoreError::Unavailable(_))),
+            "{failed:?}"
+        );
+        assert_eq!(runs, ATTEMPTS, "runs before the failure stands");
         let (users, total) = store.list_users(1, 10).await.unwrap();
         assert_eq!(total, 1, "{users:?}");
-        assert_eq!(users[0].email, "u1@group.test");
+        assert_eq!(users[0].email, "again@group.test");
+    }
+
+    /// The pauses between attempts grow, and neither an op's own failure nor a success is
+    /// run again.
+    #[test]
+    fn attempts_pause_longer_each_time_and_retry_only_transient_failures() {
+        let busy = Err(StoreError::Unavailable("busy".into()));
+        let mut attempts = Attempts::default();
+        assert_eq!(attempts.again(&busy), Some(Duration::from_millis(5)));
+        assert_eq!(attempts.again(&busy), Some(Duration::from_millis(10)));
+        assert_eq!(attempts.again(&busy), None);
+        let mut attempts = Attempts::default();
+        assert_eq!(attempts.again(&Err(StoreError::Duplicate)), None);
+        assert_eq!(attempts.again(&Ok(())), None);
+    }
+
+    /// A batch takes what is queued, up to its limit; the rest waits for the next.
+    #[tokio::test]
+    async fn a_batch_holds_at_most_max_batch_writes() {
+        let (queue, jobs) = GroupCommit::new();
+        for _ in 0..MAX_BATCH + 10 {
+            let queue = queue.clone();
+            let op = Flaky {
+                fails: 0,
+                runs: Arc::default(),
+                email: "queued@group.test",
+            };
+            tokio::spawn(async move { queue.write(op).await });
+        }
+        while jobs.len() < MAX_BATCH + 10 {
+            tokio::task::yield_now().await;
+        }
+        let first = jobs.recv().await.unwrap();
+        assert_eq!(super::batch(first, &jobs).len(), MAX_BATCH);
+        assert_eq!(jobs.len(), 10);
+    }
+
+    /// Once the store is closed a write is refused, not queued for a writer that has ended.
+    #[tokio::test]
+    async fn a_closed_store_takes_no_writes() {
+        let (store, _dir) = store().await;
+        store.close().await;
+        let refused = store.create_user(&user(1)).await;
+        assert!(
+            matches!(&refused, Err(StoreError::Unavailable(m)) if m.contains("closed")),
+            "{refused:?}"
+        );
     }
 }

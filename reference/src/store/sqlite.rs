@@ -133,19 +133,15 @@ fn write_loop(mut conn: Connection, jobs: &Jobs) {
             continue;
         }
         let started = std::time::Instant::now();
-        let mut attempt = 1;
+        let mut attempts = group::Attempts::default();
         let result = loop {
             let result = {
                 let mut db = SqliteDb { conn: &mut conn };
                 run_ready(group::commit(&mut db, &mut batch))
             };
-            match result {
-                Err(e) if e.is_transient() && attempt < group::ATTEMPTS => {
-                    tracing::debug!(error = %e, attempt, "group commit retried");
-                    std::thread::sleep(Duration::from_millis(5 * u64::from(attempt)));
-                    attempt += 1;
-                }
-                other => break other,
+            match attempts.again(&result) {
+                Some(pause) => std::thread::sleep(pause),
+                None => break result,
             }
         };
         group::answer(batch, result, started);

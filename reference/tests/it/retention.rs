@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use reference::{model::now_ms, store::Store};
+use reference::{
+    model::now_ms,
+    store::{DeliveryOutcome, Store},
+};
 use sqlx::AnyPool;
 
 use crate::stores::Database;
@@ -118,9 +121,17 @@ async fn sweep_deletes_only_old_finished_rows(url: &str) {
         .await
         .unwrap();
     let late = claimed.iter().find(|d| d.event_id == "late").expect("due");
-    store.delivery_done(late.id).await.unwrap();
+    store
+        .record_deliveries(vec![(late.id, DeliveryOutcome::Delivered)])
+        .await
+        .unwrap();
     store.sweep_retention(before, 2, 100).await.unwrap();
-    assert!(has_delivery(&pool, "late").await, "delivered just now");
+    let delivered = "SELECT COUNT(*) FROM deliveries WHERE event_id = ? AND state = 'delivered'";
+    assert_eq!(
+        count(&pool, delivered, "late").await,
+        1,
+        "delivered just now"
+    );
 
     pool.close().await;
     store.close().await;
