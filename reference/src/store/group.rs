@@ -281,6 +281,14 @@ mod tests {
         )
     }
 
+    /// Awaits a write that must be answered: a writer stuck in a loop fails the test rather
+    /// than hanging it.
+    async fn answered<F: std::future::Future>(write: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(10), write)
+            .await
+            .expect("the writer answers within 10 s")
+    }
+
     fn user(n: usize) -> ValidUser {
         ValidUser {
             name: format!("user {n}"),
@@ -328,7 +336,7 @@ mod tests {
             // Two writes for every email: one of each pair must lose.
             tokio::spawn(async move { store.create_user(&user(n / 2)).await })
         });
-        let results: Vec<_> = futures_util::future::join_all(writes)
+        let results: Vec<_> = answered(futures_util::future::join_all(writes))
             .await
             .into_iter()
             .map(|r| r.unwrap())
@@ -404,7 +412,7 @@ mod tests {
             runs: runs.clone(),
             email,
         };
-        let result = store.inner.writes.write(op).await;
+        let result = answered(store.inner.writes.write(op)).await;
         (result, runs.load(Ordering::SeqCst))
     }
 
