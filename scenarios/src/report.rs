@@ -34,15 +34,6 @@ fn runs_base() -> PathBuf {
         .join("harness/runs")
 }
 
-/// Orders verdicts from best to worst: a case nobody could judge hides behind no valid one.
-fn badness(v: Validity) -> u8 {
-    match v {
-        Validity::Valid => 0,
-        Validity::Unknown => 1,
-        Validity::Invalid => 2,
-    }
-}
-
 /// Collects what one property's cases found.
 pub struct PropertyRun {
     name: String,
@@ -67,9 +58,11 @@ impl PropertyRun {
         self.cases.fetch_add(1, Ordering::SeqCst);
         let mut worst = self.worst.lock().expect("lock");
         for v in verdicts {
+            // Worse when combining with it changes the kept verdict: an undecided case
+            // hides behind no valid one, an invalid behind nothing.
             let keep = worst
                 .get(&v.checker)
-                .is_none_or(|w| badness(v.validity) > badness(w.validity));
+                .is_none_or(|w| Validity::all([w.validity, v.validity]) != w.validity);
             if keep {
                 worst.insert(v.checker.clone(), v.clone());
             }

@@ -74,7 +74,9 @@ fn build_in(workspace: &Path) -> Result<PathBuf, String> {
     }
     let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
     if !status.success() {
-        return Err(format!("cargo build --bin reference failed ({status})"));
+        return Err(format!(
+            "cargo build --workspace --bin reference failed ({status})"
+        ));
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
