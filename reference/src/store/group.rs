@@ -267,19 +267,11 @@ mod tests {
     use crate::{
         store::{
             db::{Db, P},
+            fixtures::sqlite_for_test,
             Store, StoreError,
         },
         validation::ValidUser,
     };
-
-    async fn store() -> (Store, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("g.db").display());
-        (
-            Store::connect(&url, Duration::from_secs(5)).await.unwrap(),
-            dir,
-        )
-    }
 
     /// Awaits a write that must be answered: a writer stuck in a loop fails the test rather
     /// than hanging it.
@@ -306,7 +298,7 @@ mod tests {
     /// Many callers at once: every write lands, in fewer commits than writes.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_writes_share_commits() {
-        let (store, _dir) = store().await;
+        let (store, _dir) = sqlite_for_test().await;
         let metrics = crate::metrics::handle();
         let before = metrics.render();
         let writes = (0..200).map(|n| {
@@ -330,7 +322,7 @@ mod tests {
     /// A write that fails (a taken email) fails alone; the writes batched with it land.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failing_write_fails_alone() {
-        let (store, _dir) = store().await;
+        let (store, _dir) = sqlite_for_test().await;
         let writes = (0..50).map(|n| {
             let store = store.clone();
             // Two writes for every email: one of each pair must lose.
@@ -420,7 +412,7 @@ mod tests {
     /// in all; then the failure stands.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_batch_failing_as_a_whole_is_run_again_up_to_three_times() {
-        let (store, _dir) = store().await;
+        let (store, _dir) = sqlite_for_test().await;
         let (ok, runs) = flaky(&store, ATTEMPTS - 1, "again@group.test").await;
         assert!(ok.is_ok(), "{ok:?}");
         assert_eq!(runs, ATTEMPTS);
@@ -473,7 +465,7 @@ mod tests {
     /// Once the store is closed a write is refused, not queued for a writer that has ended.
     #[tokio::test]
     async fn a_closed_store_takes_no_writes() {
-        let (store, _dir) = store().await;
+        let (store, _dir) = sqlite_for_test().await;
         store.close().await;
         let refused = store.create_user(&user(1)).await;
         assert!(

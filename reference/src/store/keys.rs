@@ -351,3 +351,99 @@ impl Store {
         self.write(PurgeKeys(before_ms)).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::fixtures::{response, sqlite_for_test, task};
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    fn row(fingerprint: &str, completed: Option<&StoredResponse>, locked_at: i64) -> KeyRow {
+        KeyRow {
+            fingerprint: fingerprint.into(),
+            completed: completed.cloned(),
+            locked_at,
+        }
+    }
+
+    #[test]
+    fn a_key_is_judged_by_its_body_then_its_answer_then_its_lease() {
+        let done = response(&task());
+        let judge = |r| classify(r, "fp", 100);
+        assert!(matches!(
+            judge(row("other", Some(&done), 0)),
+            Found::Mismatch
+        ));
+        assert!(matches!(judge(row("fp", Some(&done), 0)), Found::Replay(r) if r == done));
+        assert!(matches!(
+            judge(row("fp", None, 99)),
+            Found::Stale { locked_at: 99 }
+        ));
+        // A lease that ends this very millisecond still holds.
+        assert!(matches!(judge(row("fp", None, 100)), Found::InFlight));
+        assert!(matches!(judge(row("fp", None, 101)), Found::InFlight));
+    }
+
+    #[test]
+    fn a_fencing_token_moves_forward_even_when_the_clock_does_not() {
+        let ahead = now_ms() + 3_600_000;
+        assert_eq!(next_token(ahead), ahead + 1);
+        let before = now_ms();
+        assert!(
+            next_token(1_000) >= before,
+            "an old token gives way to the clock"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_outbox_submission_takes_over_a_reservation_only_once_its_lease_ran_out() {
+        let (store, _dir) = sqlite_for_test().await;
+        let Reservation::Reserved(held) = store.reserve_key("k", "fp", MINUTE).await.unwrap()
+        else {
+            panic!("a fresh key is reserved")
+        };
+        let t = task();
+        let submit = |lease| store.submit("k", "fp", t.clone(), response(&t), lease);
+        assert_eq!(submit(MINUTE).await.unwrap(), Submission::InFlight);
+        assert!(store.get_task(t.id).await.unwrap().is_none());
+
+        // A zero lease is stale once the clock has moved on by a millisecond.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(submit(Duration::ZERO).await.unwrap(), Submission::Accepted);
+        assert!(store.get_task(t.id).await.unwrap().is_some());
+        assert_eq!(store.outbox_backlog().await.unwrap(), 1);
+        assert_eq!(
+            store.reserve_key("k", "fp", MINUTE).await.unwrap(),
+            Reservation::Replay(response(&t)),
+            "the key answers with the submission's response"
+        );
+        let late = store.complete_key(&held, &response(&task())).await;
+        assert!(matches!(late, Err(StoreError::LeaseLost)), "{late:?}");
+    }
+
+    #[tokio::test]
+    async fn purging_forgets_only_the_keys_created_before_the_cutoff() {
+        let (store, _dir) = sqlite_for_test().await;
+        let reserve = |key| store.reserve_key(key, "fp", MINUTE);
+        assert!(matches!(
+            reserve("old").await.unwrap(),
+            Reservation::Reserved(_)
+        ));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let cutoff = now_ms();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(matches!(
+            reserve("new").await.unwrap(),
+            Reservation::Reserved(_)
+        ));
+
+        assert_eq!(store.purge_keys(cutoff).await.unwrap(), 1);
+        assert!(
+            matches!(reserve("old").await.unwrap(), Reservation::Reserved(_)),
+            "a purged key is free again"
+        );
+        assert_eq!(reserve("new").await.unwrap(), Reservation::InFlight);
+        assert_eq!(store.purge_keys(cutoff).await.unwrap(), 0);
+    }
+}

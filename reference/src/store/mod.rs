@@ -8,6 +8,8 @@
 
 mod db;
 mod deliveries;
+#[cfg(test)]
+mod fixtures;
 mod group;
 mod indexes;
 mod keys;

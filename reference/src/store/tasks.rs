@@ -571,33 +571,10 @@ pub enum Abandoned {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::idempotency::Reservation;
-
-    /// A store on a SQLite file of its own; the directory lives as long as the store is used.
-    async fn store() -> (Store, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        (
-            Store::connect(&url, Duration::from_secs(5)).await.unwrap(),
-            dir,
-        )
-    }
-
-    fn task() -> NewTask {
-        NewTask {
-            id: uuid::Uuid::now_v7(),
-            spec: TaskSpec::Echo(serde_json::json!({"n": 1})),
-            callback_url: None,
-        }
-    }
-
-    fn response(task: &NewTask) -> StoredResponse {
-        StoredResponse {
-            status: 202,
-            body: task.id.to_string().into_bytes(),
-            location: None,
-        }
-    }
+    use crate::{
+        idempotency::Reservation,
+        store::fixtures::{response, sqlite_for_test, task},
+    };
 
     async fn reserve(store: &Store, lease: Duration) -> Reservation {
         store.reserve_key("k", "fp", lease).await.unwrap()
@@ -619,7 +596,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_whose_key_was_taken_over_writes_nothing() {
-        let (store, _dir) = store().await;
+        let (store, _dir) = sqlite_for_test().await;
         let (a, b) = taken_over(&store).await;
         let (t1, t2) = (task(), task());
         store
@@ -645,7 +622,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_superseded_request_cannot_release_the_new_holder_s_key() {
-        let (store, _dir) = store().await;
+        let (store, _dir) = sqlite_for_test().await;
         let (a, b) = taken_over(&store).await;
         let (t1, t2) = (task(), task());
         store.insert_task(&t1, false, None).await.unwrap();
@@ -676,7 +653,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_relay_whose_lease_expired_cannot_settle_rows_another_relay_holds() {
-        let (store, _dir) = store().await;
+        let (store, _dir) = sqlite_for_test().await;
         store.insert_task(&task(), true, None).await.unwrap();
         let late = store.claim_outbox(10, Duration::ZERO).await.unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
