@@ -652,6 +652,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_relay_s_lease_holds_for_its_duration_and_then_lapses() {
+        let (store, _dir) = sqlite_for_test().await;
+        store.insert_task(&task(), true, None).await.unwrap();
+        let lease = Duration::from_secs(2);
+        let claim = || store.claim_outbox(10, lease);
+        assert_eq!(claim().await.unwrap().rows.len(), 1);
+        assert!(
+            claim().await.unwrap().rows.is_empty(),
+            "another relay waits while the lease runs"
+        );
+        tokio::time::sleep(lease + Duration::from_millis(100)).await;
+        assert_eq!(
+            claim().await.unwrap().rows.len(),
+            1,
+            "a lapsed lease is taken over"
+        );
+    }
+
+    #[tokio::test]
     async fn a_relay_whose_lease_expired_cannot_settle_rows_another_relay_holds() {
         let (store, _dir) = sqlite_for_test().await;
         store.insert_task(&task(), true, None).await.unwrap();

@@ -1,6 +1,7 @@
 //! Undoing a submission that did not finish, on both store backends: a task nothing touched
 //! goes and its key is freed; a task whose message was published, or that a worker started,
-//! stays and its key replays the submission's answer.
+//! stays and its key replays the submission's answer; one whose task was never written frees
+//! its key.
 
 use std::time::Duration;
 
@@ -65,6 +66,25 @@ async fn undo_paths(url: &str) {
             Reservation::Reserved(_)
         ),
         "the key is free for a retry"
+    );
+
+    // The submission gave up before its task was written (a slow store): nothing to keep.
+    let Reservation::Reserved(lease) = store.reserve_key("unwritten", "fp", LEASE).await.unwrap()
+    else {
+        panic!("a fresh key is reserved")
+    };
+    let never = NewTask {
+        id: uuid::Uuid::now_v7(),
+        spec: TaskSpec::Echo(serde_json::json!({})),
+        callback_url: None,
+    };
+    assert_eq!(undo(&store, &lease, &never, false).await, Abandoned::Undone);
+    assert!(
+        matches!(
+            store.reserve_key("unwritten", "fp", LEASE).await.unwrap(),
+            Reservation::Reserved(_)
+        ),
+        "a key whose task was never written is freed, not completed with its 202"
     );
 
     for (key, published, started) in [("published", true, false), ("started", false, true)] {

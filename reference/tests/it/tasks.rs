@@ -90,7 +90,8 @@ async fn each_task_type_reaches_its_end_state() {
     app.stop().await;
 }
 
-/// Attempts of a poison task are spaced by the retry queues' delays (default 1 s, 2 s, 4 s).
+/// Attempts of a poison task are spaced by the retry queues' delays (default 1 s, 2 s, 4 s),
+/// and between them the task waits PENDING with the last error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_follow_the_default_backoff_schedule() {
     let mut world = World::new("schedule");
@@ -102,11 +103,16 @@ async fn retries_follow_the_default_backoff_schedule() {
     let started = Instant::now();
     // When each attempt was first seen (RUNNING with a new attempt count).
     let mut seen_at: Vec<Duration> = Vec::new();
+    // The attempts after which the task was seen waiting for its retry.
+    let mut waited_after = std::collections::BTreeSet::new();
     loop {
         let t = c.task(&id).await;
         let attempts = t["attempts"].as_u64().unwrap_or(0) as usize;
         while seen_at.len() < attempts {
             seen_at.push(started.elapsed());
+        }
+        if t["status"] == "PENDING" && t["error"].as_str().is_some_and(|e| e.contains("poison")) {
+            waited_after.insert(attempts);
         }
         if t["status"] == "FAILED" {
             break;
@@ -117,6 +123,11 @@ async fn retries_follow_the_default_backoff_schedule() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert_eq!(
+        waited_after,
+        [1, 2, 3].into(),
+        "between attempts the task is PENDING with the last attempt's error"
+    );
     let gaps: Vec<Duration> = seen_at.windows(2).map(|w| w[1] - w[0]).collect();
     println!("observed retry delays: {gaps:?}");
     let planned = [1.0, 2.0, 4.0];
