@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use reference::Mode;
+use reference::{message::TaskMessage, model::now_ms, store::Store, Mode};
 use serde_json::json;
 
 use crate::support::{
@@ -224,4 +224,52 @@ async fn the_outbox_counts_what_it_published_and_nothing_failed() {
     assert_eq!(metric(&api.client, failed).await, 0.0);
     let interrupted = "reference_outbox_relay_interruptions_total";
     assert_eq!(metric(&api.client, interrupted).await, 0.0);
+}
+
+/// A copy of a finished credit that comes back after housekeeping swept its dedupe record (a
+/// dead-letter queue re-driven days later, a message stuck in a retry queue) is still not
+/// applied again: the task's end status stops it. A process of its own, so that the duplicate
+/// counter is this test's alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_arriving_after_its_dedupe_record_was_swept_is_not_applied_again() {
+    let world = World::new("swept");
+    let all = Proc::start("all", &world.args(&[]), world.dir.path()).await;
+    let c = &all.client;
+    let body = json!({"type": "credit", "payload": {"account": "late", "amount": 7}});
+    let id = c.submit_ok(&body).await;
+    assert_eq!(
+        c.wait_terminal(&id, Duration::from_secs(20)).await["status"],
+        "SUCCESS"
+    );
+    let store = Store::connect(&world.db_url, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let swept = store.sweep_retention(now_ms() + 1, 100, 1).await.unwrap();
+    assert_eq!(swept.processed, 1, "the dedupe record is swept");
+
+    let copy = TaskMessage {
+        task_id: id.parse().unwrap(),
+        spec: serde_json::from_value(body).unwrap(),
+    };
+    let probe = BrokerProbe::connect().await;
+    let ch = probe.connection().create_channel().await.unwrap();
+    let props = lapin::BasicProperties::default()
+        .with_message_id(id.clone().into())
+        .with_delivery_mode(2);
+    ch.basic_publish(
+        world.topology().names.task_exchange().into(),
+        copy.routing_key().into(),
+        Default::default(),
+        &copy.encode(),
+        props,
+    )
+    .await
+    .unwrap();
+    let skipped = r#"reference_tasks_duplicates_skipped_total{dedupe="store"}"#;
+    let seen = wait_until(Duration::from_secs(20), || async {
+        metric(c, skipped).await >= 1.0
+    })
+    .await;
+    assert!(seen, "the copy is consumed and skipped as a duplicate");
+    assert_eq!(c.balance("late").await, 7, "the credit is applied once");
 }

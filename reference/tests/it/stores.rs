@@ -219,6 +219,15 @@ async fn redis_setnx_dedupe_processes_tasks_and_retries() {
         .await
         .unwrap();
     assert!(mark.is_some(), "the SETNX mark is set");
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(format!("{}:processed:{credit}", world.prefix))
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    assert!(
+        (86_000..=86_400).contains(&ttl),
+        "the mark lives a day, as the seed's: {ttl} s left"
+    );
     let _: i64 = redis::cmd("DEL")
         .arg(format!("{}:processed:{credit}", world.prefix))
         .arg(format!("{}:processed:{flaky}", world.prefix))
