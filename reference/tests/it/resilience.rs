@@ -251,20 +251,15 @@ async fn a_copy_arriving_after_its_dedupe_record_was_swept_is_not_applied_again(
         task_id: id.parse().unwrap(),
         spec: serde_json::from_value(body).unwrap(),
     };
-    let probe = BrokerProbe::connect().await;
-    let ch = probe.connection().create_channel().await.unwrap();
-    let props = lapin::BasicProperties::default()
-        .with_message_id(id.clone().into())
-        .with_delivery_mode(2);
-    ch.basic_publish(
-        world.topology().names.task_exchange().into(),
-        copy.routing_key().into(),
-        Default::default(),
-        &copy.encode(),
-        props,
-    )
-    .await
-    .unwrap();
+    BrokerProbe::connect()
+        .await
+        .publish(
+            &world.topology().names.task_exchange(),
+            &copy.routing_key(),
+            &copy.encode(),
+            &id,
+        )
+        .await;
     let skipped = r#"reference_tasks_duplicates_skipped_total{dedupe="store"}"#;
     let seen = wait_until(Duration::from_secs(20), || async {
         metric(c, skipped).await >= 1.0

@@ -23,6 +23,23 @@ fn answer(task: &NewTask) -> StoredResponse {
     }
 }
 
+/// Reserves `key`, which must be free.
+async fn reserve(store: &Store, key: &str) -> KeyLease {
+    let Reservation::Reserved(lease) = store.reserve_key(key, "fp", LEASE).await.unwrap() else {
+        panic!("a fresh key is reserved")
+    };
+    lease
+}
+
+/// The task a submission under `key` writes.
+fn task_for(key: &str) -> NewTask {
+    NewTask {
+        id: uuid::Uuid::now_v7(),
+        spec: TaskSpec::Echo(serde_json::json!({"key": key})),
+        callback_url: None,
+    }
+}
+
 /// Reserves `key` and writes a task under it as the confirm publisher does; a worker starts it
 /// if `started`; then the submission is undone, its message `published` or not.
 async fn abandoned(
@@ -31,14 +48,8 @@ async fn abandoned(
     published: bool,
     started: bool,
 ) -> (NewTask, Abandoned) {
-    let Reservation::Reserved(lease) = store.reserve_key(key, "fp", LEASE).await.unwrap() else {
-        panic!("a fresh key is reserved")
-    };
-    let task = NewTask {
-        id: uuid::Uuid::now_v7(),
-        spec: TaskSpec::Echo(serde_json::json!({"key": key})),
-        callback_url: None,
-    };
+    let lease = reserve(store, key).await;
+    let task = task_for(key);
     store.insert_task(&task, false, None).await.unwrap();
     if started {
         store.start_attempt(task.id).await.unwrap();
@@ -69,15 +80,8 @@ async fn undo_paths(url: &str) {
     );
 
     // The submission gave up before its task was written (a slow store): nothing to keep.
-    let Reservation::Reserved(lease) = store.reserve_key("unwritten", "fp", LEASE).await.unwrap()
-    else {
-        panic!("a fresh key is reserved")
-    };
-    let never = NewTask {
-        id: uuid::Uuid::now_v7(),
-        spec: TaskSpec::Echo(serde_json::json!({})),
-        callback_url: None,
-    };
+    let lease = reserve(&store, "unwritten").await;
+    let never = task_for("unwritten");
     assert_eq!(undo(&store, &lease, &never, false).await, Abandoned::Undone);
     assert!(
         matches!(

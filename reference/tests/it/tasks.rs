@@ -487,17 +487,14 @@ async fn classic_queues_work_too_and_garbage_is_dead_lettered() {
     assert_eq!(task["status"], "SUCCESS");
 
     let probe = BrokerProbe::connect().await;
-    let ch = probe.connection().create_channel().await.unwrap();
-    let props = lapin::BasicProperties::default().with_message_id("garbage-1".into());
-    ch.basic_publish(
-        world.topology().names.task_exchange().into(),
-        "task.echo".into(),
-        Default::default(),
-        b"not json",
-        props,
-    )
-    .await
-    .unwrap();
+    probe
+        .publish(
+            &world.topology().names.task_exchange(),
+            "task.echo",
+            b"not json",
+            "garbage-1",
+        )
+        .await;
     let dlq = world.topology().names.dead_letter_queue();
     assert!(
         wait_until(LIMIT, || async { probe.depth(&dlq).await == 1 }).await,

@@ -397,8 +397,22 @@ impl BrokerProbe {
         ids
     }
 
-    pub fn connection(&self) -> &lapin::Connection {
-        &self.conn
+    /// Publishes a persistent message straight to `exchange`, as an operator re-driving or
+    /// injecting one would.
+    pub async fn publish(&self, exchange: &str, routing_key: &str, body: &[u8], message_id: &str) {
+        let ch = self.conn.create_channel().await.expect("channel");
+        let props = lapin::BasicProperties::default()
+            .with_message_id(message_id.into())
+            .with_delivery_mode(2);
+        ch.basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            Default::default(),
+            body,
+            props,
+        )
+        .await
+        .expect("basic.publish");
     }
 
     /// Subscribes to every task event of `exchange` on a queue of its own.
