@@ -1,7 +1,7 @@
 //! `loadtests soak`: a long run at a fixed rate with housekeeping on a short retention,
 //! sampling what must not keep growing once retention applies: the processes' memory, the
 //! store's rows and bytes, the outbox; and the log volume, which grows with traffic until the
-//! operator's rotation takes it.
+//! operator's rotation takes it, so what must stay flat is its rate.
 
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
@@ -125,19 +125,37 @@ impl Probe {
                 .flatten()
                 .flatten()
                 .map(|e| e.path());
-            out.push(("log bytes".into(), file_bytes(logs)));
+            out.push((LOG_BYTES.into(), file_bytes(logs)));
         }
         out
     }
 }
 
+/// The log's bytes per second between samples: the reference logs to standard error for the
+/// operator's collector to rotate, so its volume grows with traffic by nature; a rate that
+/// grows at a steady load is what would fill a disk (errors or retries piling up).
+fn log_rate(series: &[Series]) -> Option<Series> {
+    let logs = series.iter().find(|s| s.name == LOG_BYTES)?;
+    let mut rate = Series::new(LOG_RATE, "s", "bytes/s");
+    for pair in logs.points.windows(2) {
+        let dt = pair[1][0] - pair[0][0];
+        if dt > 0.0 {
+            rate.push(pair[1][0], (pair[1][1] - pair[0][1]) / dt);
+        }
+    }
+    Some(rate)
+}
+
+const LOG_BYTES: &str = "log bytes";
+const LOG_RATE: &str = "log bytes/s";
+
 /// Whether a series stopped growing: its mean over the last fifth of the run within
-/// [`GROWTH`] of its mean over the fifth before. Log volume grows with traffic by nature and is
-/// reported, not judged.
+/// [`GROWTH`] of its mean over the fifth before. The log's volume is reported and its rate
+/// judged (see [`log_rate`]).
 fn judge(series: &[Series]) -> Verdict {
     let mut v = Verdict::new("soak: no growth once retention applies");
     let mut judged = 0;
-    for s in series.iter().filter(|s| s.name != "log bytes") {
+    for s in series.iter().filter(|s| s.name != LOG_BYTES) {
         let n = s.points.len();
         if n < 10 {
             continue;
@@ -216,7 +234,8 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<RunReport> {
     let result = runner
         .run(&loaded.workload, args.mix, &step, &loaded.target.sut_args)
         .await;
-    let series = sampler.await?;
+    let mut series = sampler.await?;
+    series.extend(log_rate(&series));
     loaded.stop().await;
     let measured = result?;
     eprintln!("{}", summary_line(&measured));
@@ -293,11 +312,22 @@ mod tests {
         let growing = series("rows: deliveries", (0..50).map(|i| 1000.0 * f64::from(i)));
         let v = judge(&[growing]);
         assert_eq!(v.anomaly_count("still_growing"), 1);
-        let logs = series("log bytes", (0..50).map(|i| 1e6 * f64::from(i)));
+    }
+
+    #[test]
+    fn the_log_is_judged_by_its_rate() {
+        let steady = series(LOG_BYTES, (0..50).map(|i| 1e6 * f64::from(i)));
+        let rate = log_rate(&[steady]).expect("a rate");
+        assert_eq!(rate.points.len(), 49);
+        assert_eq!(judge(&[rate]).validity, reports::Validity::Valid);
+        let piling_up = series(LOG_BYTES, (0..50).map(|i| 1e4 * f64::from(i * i)));
+        let v = judge(&[log_rate(&[piling_up]).expect("a rate")]);
+        assert_eq!(v.anomaly_count("still_growing"), 1);
+        let alone = series(LOG_BYTES, (0..50).map(|i| 1e6 * f64::from(i)));
         assert_eq!(
-            judge(&[logs]).validity,
+            judge(&[alone]).validity,
             reports::Validity::Unknown,
-            "logs are not judged"
+            "the volume alone is not judged"
         );
     }
 
