@@ -23,7 +23,7 @@ use crate::{
     model::now_ms,
     publisher::Publisher,
     relay::Relay,
-    store::Store,
+    store::{Store, StoreError},
     worker::{Processor, Worker},
 };
 
@@ -196,9 +196,13 @@ impl Running {
         }
         let stop = self.background.clone();
         let housekeeping_store = store.clone();
-        let (ttl, retention) = (tuning.idempotency_ttl, tuning.dedupe_retention);
+        let retention = Retention {
+            key_ttl: tuning.idempotency_ttl,
+            dedupe: tuning.dedupe_retention,
+            tasks: tuning.task_retention,
+        };
         self.background_parts.spawn(async move {
-            housekeeping(housekeeping_store, ttl, retention, stop).await;
+            housekeeping(housekeeping_store, retention, stop).await;
             "housekeeping"
         });
         let state = ApiState::new(ApiParts {
@@ -316,14 +320,9 @@ async fn join_within(parts: &mut JoinSet<&'static str>, limit: Duration) {
 const RETENTION_BATCH: u32 = 1000;
 const RETENTION_MAX_BATCHES: u32 = 100;
 
-/// Publishes the outbox backlog gauge, forgets expired idempotency keys, and deletes dedupe
-/// records and finished deliveries older than the retention.
-async fn housekeeping(
-    store: Store,
-    key_ttl: Duration,
-    retention: Duration,
-    stop: CancellationToken,
-) {
+/// Publishes the outbox backlog gauge and, every minute, forgets expired idempotency keys and
+/// deletes dedupe records, finished deliveries and finished tasks older than their retention.
+async fn housekeeping(store: Store, retention: Retention, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut ticks: u64 = 0;
     loop {
@@ -340,16 +339,8 @@ async fn housekeeping(
             }
         }
         ticks += 1;
-        if ticks % 600 == 1 {
-            let before = now_ms() - i64::try_from(key_ttl.as_millis()).unwrap_or(i64::MAX);
-            match store.purge_keys(before).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(keys = n, "expired idempotency keys removed"),
-                Err(e) => tracing::warn!(error = %e, "cannot remove expired idempotency keys"),
-            }
-        }
         if ticks % 60 == 1 {
-            sweep_retention(&store, retention).await;
+            sweep_retention(&store, &retention).await;
             match store.size().await {
                 Ok(size) => metrics::store_size(&size),
                 Err(e) => tracing::warn!(error = %e, "cannot measure the store"),
@@ -358,10 +349,45 @@ async fn housekeeping(
     }
 }
 
-async fn sweep_retention(store: &Store, retention: Duration) {
-    let before = now_ms().saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+/// How long housekeeping keeps what it deletes.
+struct Retention {
+    /// `--idempotency-ttl`.
+    key_ttl: Duration,
+    /// `--dedupe-retention`: dedupe records and finished deliveries.
+    dedupe: Duration,
+    /// `--task-retention`: finished tasks.
+    tasks: Duration,
+}
+
+/// The time before which rows older than `age` were written.
+fn cutoff(age: Duration) -> i64 {
+    now_ms().saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Counts what one table's sweep deleted, or warns that it could not.
+fn swept(table: &'static str, flag: &str, result: Result<(u64, bool), StoreError>) {
+    match result {
+        Ok((0, _)) => {}
+        Ok((rows, more)) => {
+            metrics::retention_deleted(table, rows);
+            tracing::debug!(table, rows, more, "retention sweep");
+        }
+        Err(e) => tracing::warn!(error = %e, table, "cannot delete rows past {flag}"),
+    }
+}
+
+async fn sweep_retention(store: &Store, retention: &Retention) {
+    let (batch, max) = (RETENTION_BATCH, RETENTION_MAX_BATCHES);
+    let keys = store.sweep_expired_keys(cutoff(retention.key_ttl), batch, max);
+    swept("idempotency_keys", "--idempotency-ttl", keys.await);
+    let tasks = store.sweep_finished_tasks(cutoff(retention.tasks), batch, max);
+    swept("tasks", "--task-retention", tasks.await);
     match store
-        .sweep_retention(before, RETENTION_BATCH, RETENTION_MAX_BATCHES)
+        .sweep_retention(
+            cutoff(retention.dedupe),
+            RETENTION_BATCH,
+            RETENTION_MAX_BATCHES,
+        )
         .await
     {
         Ok(swept) => {

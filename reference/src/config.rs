@@ -314,6 +314,14 @@ pub struct Tuning {
     #[arg(long, env = "REFERENCE_DEDUPE_RETENTION", value_parser = parse_duration, default_value = "7d")]
     pub dedupe_retention: Duration,
 
+    /// How long a finished task (SUCCESS or FAILED) is kept after its submission before
+    /// housekeeping deletes it, with its status and result: without a bound the tasks table
+    /// grows with every submission forever. A task still running is never deleted; a copy of
+    /// a deleted task's message is dead-lettered as unknown, never applied. At least
+    /// `--idempotency-ttl`, so a replayed key never names a deleted task.
+    #[arg(long, env = "REFERENCE_TASK_RETENTION", value_parser = parse_duration, default_value = "30d")]
+    pub task_retention: Duration,
+
     /// How long start-up waits for the store and the broker before giving up.
     #[arg(long, env = "REFERENCE_CONNECT_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
     pub connect_timeout: Duration,
@@ -433,6 +441,10 @@ pub enum ConfigError {
         "--dedupe-retention must be longer than zero: dedupe records must outlive any redelivery"
     )]
     ZeroDedupeRetention,
+    #[error(
+        "--task-retention ({task}) is shorter than --idempotency-ttl ({key}): a replayed key would name a deleted task"
+    )]
+    TaskRetentionBelowKeyTtl { task: String, key: String },
 }
 
 impl Config {
@@ -482,6 +494,13 @@ impl Config {
         }
         if self.tuning.dedupe_retention.is_zero() {
             return Err(ConfigError::ZeroDedupeRetention);
+        }
+        if self.tuning.task_retention < self.tuning.idempotency_ttl {
+            let shown = |d| humantime::format_duration(d).to_string();
+            return Err(ConfigError::TaskRetentionBelowKeyTtl {
+                task: shown(self.tuning.task_retention),
+                key: shown(self.tuning.idempotency_ttl),
+            });
         }
         Ok(())
     }
@@ -623,6 +642,24 @@ mod tests {
         assert_eq!(c.tuning.dedupe_retention, Duration::from_secs(36 * 3600));
         c.validate().unwrap();
         assert!(parse(&["--dedupe-retention", "a while"]).is_err());
+    }
+
+    #[test]
+    fn task_retention_defaults_to_a_month_and_outlives_idempotency_keys() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.tuning.task_retention, Duration::from_secs(30 * 24 * 3600));
+        let c = parse(&["--task-retention", "1h"]).unwrap();
+        let err = c.validate().unwrap_err();
+        assert!(
+            matches!(err, ConfigError::TaskRetentionBelowKeyTtl { .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("--idempotency-ttl (1day)"),
+            "{err}"
+        );
+        let c = parse(&["--task-retention", "5m", "--idempotency-ttl", "5m"]).unwrap();
+        c.validate().unwrap();
     }
 
     #[test]

@@ -74,7 +74,7 @@ fn describe() {
     );
     metrics::describe_counter!(
         "reference_retention_deleted_total",
-        "Rows deleted by the retention sweep (--dedupe-retention), by table"
+        "Rows deleted by the retention sweep (--dedupe-retention, --task-retention), by table"
     );
 }
 

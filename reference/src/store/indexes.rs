@@ -9,8 +9,9 @@ use super::{
 };
 
 /// `(index, table, columns)`, as the migrations create them.
-const SECONDARY: [(&str, &str, &str); 4] = [
+const SECONDARY: [(&str, &str, &str); 5] = [
     ("outbox_lease", "outbox", "lease_until, id"),
+    ("tasks_created", "tasks", "created_at"),
     ("deliveries_due", "deliveries", "state, next_attempt_at"),
     ("idempotency_keys_created", "idempotency_keys", "created_at"),
     (

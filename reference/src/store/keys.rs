@@ -7,7 +7,7 @@ use super::{
     db::{Db, P},
     group::Op,
     tasks::{insert_task_rows, ms, NewTask},
-    Store, StoreError,
+    Dialect, Store, StoreError,
 };
 use crate::{
     idempotency::{KeyLease, Reservation, StoredResponse},
@@ -283,17 +283,25 @@ impl Op for CompleteKey {
     }
 }
 
-struct PurgeKeys(i64);
+struct PurgeKeys {
+    before_ms: i64,
+    limit: u32,
+}
 
 impl Op for PurgeKeys {
     type Out = u64;
 
+    /// MySQL takes LIMIT on DELETE; SQLite (as built here) only in a subquery.
     async fn apply(&self, db: &mut dyn Db) -> Result<u64, StoreError> {
-        db.execute(
-            "DELETE FROM idempotency_keys WHERE created_at < ?",
-            &[P::I(self.0)],
-        )
-        .await
+        let sql = match db.dialect() {
+            Dialect::Sqlite => {
+                "DELETE FROM idempotency_keys WHERE idem_key IN \
+                 (SELECT idem_key FROM idempotency_keys WHERE created_at < ? LIMIT ?)"
+            }
+            Dialect::MySql => "DELETE FROM idempotency_keys WHERE created_at < ? LIMIT ?",
+        };
+        db.execute(sql, &[P::I(self.before_ms), P::I(i64::from(self.limit))])
+            .await
     }
 }
 
@@ -346,9 +354,10 @@ impl Store {
         .await
     }
 
-    /// Forgets keys created before `before_ms`, abandoned reservations included; returns how many.
-    pub async fn purge_keys(&self, before_ms: i64) -> Result<u64, StoreError> {
-        self.write(PurgeKeys(before_ms)).await
+    /// Forgets up to `limit` keys created before `before_ms`, abandoned reservations included;
+    /// returns how many.
+    pub async fn purge_keys(&self, before_ms: i64, limit: u32) -> Result<u64, StoreError> {
+        self.write(PurgeKeys { before_ms, limit }).await
     }
 }
 
@@ -423,13 +432,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn purging_forgets_only_the_keys_created_before_the_cutoff() {
+    async fn purging_forgets_only_the_keys_created_before_the_cutoff_a_batch_at_a_time() {
         let (store, _dir) = sqlite_for_test().await;
         let reserve = |key| store.reserve_key(key, "fp", MINUTE);
-        assert!(matches!(
-            reserve("old").await.unwrap(),
-            Reservation::Reserved(_)
-        ));
+        for key in ["old", "older"] {
+            assert!(matches!(
+                reserve(key).await.unwrap(),
+                Reservation::Reserved(_)
+            ));
+        }
         tokio::time::sleep(Duration::from_millis(5)).await;
         let cutoff = now_ms();
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -438,12 +449,15 @@ mod tests {
             Reservation::Reserved(_)
         ));
 
-        assert_eq!(store.purge_keys(cutoff).await.unwrap(), 1);
-        assert!(
-            matches!(reserve("old").await.unwrap(), Reservation::Reserved(_)),
-            "a purged key is free again"
-        );
+        assert_eq!(store.purge_keys(cutoff, 1).await.unwrap(), 1, "one at most");
+        assert_eq!(store.purge_keys(cutoff, 10).await.unwrap(), 1);
+        for key in ["old", "older"] {
+            assert!(
+                matches!(reserve(key).await.unwrap(), Reservation::Reserved(_)),
+                "a purged key is free again"
+            );
+        }
         assert_eq!(reserve("new").await.unwrap(), Reservation::InFlight);
-        assert_eq!(store.purge_keys(cutoff).await.unwrap(), 0);
+        assert_eq!(store.purge_keys(cutoff, 10).await.unwrap(), 0);
     }
 }

@@ -1,8 +1,10 @@
-//! Retention: deletes dedupe records and finished deliveries once they are old enough.
+//! Retention: deletes dedupe records, finished deliveries and finished tasks once they are old
+//! enough.
 //!
 //! Every finished task leaves a `processed_messages` row (the dedupe record) and one or two
-//! `deliveries` rows; without this they would pile up forever. Rows go in bounded batches so
-//! that one sweep never holds a long lock or a huge transaction beside the workers.
+//! `deliveries` rows, and the task itself; without this they would pile up forever. Rows go in
+//! bounded batches so that one sweep never holds a long lock or a huge transaction beside the
+//! workers.
 
 use super::{
     db::{Db, P},
@@ -12,6 +14,9 @@ use super::{
 
 /// Delivery states after which nothing will touch the row again (see `deliveries.rs`).
 const FINAL_DELIVERY_STATES: &str = "('delivered', 'given_up')";
+
+/// Task statuses after which nothing will touch the task again.
+const FINAL_TASK_STATUSES: &str = "('SUCCESS', 'FAILED')";
 
 /// Rows deleted by one [`Store::sweep_retention`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -48,6 +53,34 @@ impl Store {
         Ok(swept)
     }
 
+    /// Deletes tasks submitted before `before_ms` that have finished (SUCCESS or FAILED), in
+    /// batches as [`Store::sweep_retention`]; a task still pending or running stays, however
+    /// old. Returns the rows deleted and whether full batches were left.
+    pub async fn sweep_finished_tasks(
+        &self,
+        before_ms: i64,
+        batch: u32,
+        max_batches: u32,
+    ) -> Result<(u64, bool), StoreError> {
+        self.delete_batches(before_ms, batch, max_batches, Table::FinishedTasks)
+            .await
+    }
+
+    /// Forgets idempotency keys created before `before_ms`, in batches as
+    /// [`Store::sweep_retention`]: one unbounded delete of a day's keys would hold the store's
+    /// one writer for seconds. Returns the rows deleted and whether full batches were left.
+    pub async fn sweep_expired_keys(
+        &self,
+        before_ms: i64,
+        batch: u32,
+        max_batches: u32,
+    ) -> Result<(u64, bool), StoreError> {
+        in_batches(batch, max_batches, |limit| {
+            self.purge_keys(before_ms, limit)
+        })
+        .await
+    }
+
     async fn delete_batches(
         &self,
         before_ms: i64,
@@ -55,21 +88,14 @@ impl Store {
         max_batches: u32,
         table: Table,
     ) -> Result<(u64, bool), StoreError> {
-        let mut total = 0;
-        for _ in 0..max_batches {
-            let n = self
-                .write(DeleteOld {
-                    table,
-                    before_ms,
-                    limit: batch,
-                })
-                .await?;
-            total += n;
-            if n < u64::from(batch) {
-                return Ok((total, false));
-            }
-        }
-        Ok((total, true))
+        in_batches(batch, max_batches, |limit| {
+            self.write(DeleteOld {
+                table,
+                before_ms,
+                limit,
+            })
+        })
+        .await
     }
 
     /// Deletes up to `limit` dedupe records processed before `before_ms`.
@@ -101,6 +127,28 @@ impl Store {
     }
 }
 
+/// Runs `delete(batch)` up to `max_batches` times, until one deletes less than a batch; the
+/// rows deleted and whether the last batch was full (more may be left).
+async fn in_batches<F, Fut>(
+    batch: u32,
+    max_batches: u32,
+    delete: F,
+) -> Result<(u64, bool), StoreError>
+where
+    F: Fn(u32) -> Fut,
+    Fut: std::future::Future<Output = Result<u64, StoreError>>,
+{
+    let mut total = 0;
+    for _ in 0..max_batches {
+        let n = delete(batch).await?;
+        total += n;
+        if n < u64::from(batch) {
+            return Ok((total, false));
+        }
+    }
+    Ok((total, true))
+}
+
 /// Which rows retention deletes.
 #[derive(Debug, Clone, Copy)]
 enum Table {
@@ -109,6 +157,9 @@ enum Table {
     /// Deliveries in a final state, by when they got there (`next_attempt_at`); pending rows
     /// are never touched.
     FinalDeliveries,
+    /// Tasks in a final status, by when they were submitted (`created_at`, which never changes
+    /// and is indexed: an index on `updated_at` would be rewritten at every status change).
+    FinishedTasks,
 }
 
 impl Table {
@@ -132,6 +183,13 @@ impl Table {
             (Table::FinalDeliveries, Dialect::MySql) => format!(
                 "DELETE FROM deliveries WHERE state IN {FINAL_DELIVERY_STATES} \
                  AND next_attempt_at < ? LIMIT ?"
+            ),
+            (Table::FinishedTasks, Dialect::Sqlite) => format!(
+                "DELETE FROM tasks WHERE id IN \
+                 (SELECT id FROM tasks WHERE created_at < ? AND status IN {FINAL_TASK_STATUSES} LIMIT ?)"
+            ),
+            (Table::FinishedTasks, Dialect::MySql) => format!(
+                "DELETE FROM tasks WHERE created_at < ? AND status IN {FINAL_TASK_STATUSES} LIMIT ?"
             ),
         }
     }

@@ -39,6 +39,9 @@ fn busy(tries: i32) -> bool {
     true
 }
 
+/// Bytes the WAL file is cut back to after a checkpoint.
+const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+
 /// Opens a connection with the store's settings.
 fn open(path: &Path, sync: Durability) -> Result<Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -49,6 +52,9 @@ fn open(path: &Path, sync: Durability) -> Result<Connection, StoreError> {
     conn.busy_handler(Some(busy))?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "synchronous", sync.pragma())?;
+    // A checkpoint leaves the WAL file at its largest size so far (a burst, a long sweep);
+    // past this it is truncated back, so the file does not keep its high-water mark.
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }

@@ -1,9 +1,10 @@
-//! Retention: the housekeeping sweep deletes old dedupe records and old finished deliveries,
-//! and nothing else, on both store backends.
+//! Retention: the housekeeping sweep deletes old dedupe records, old finished deliveries and
+//! old finished tasks, and nothing else, on both store backends.
 
 use std::time::Duration;
 
 use reference::{
+    idempotency::Reservation,
     model::now_ms,
     store::{DeliveryOutcome, Store},
 };
@@ -38,6 +39,20 @@ async fn delivery(pool: &AnyPool, event: &str, state: &str, at: i64) {
     .bind(event)
     .bind(at)
     .bind(state)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+async fn task(pool: &AnyPool, id: &str, status: &str, created_at: i64) {
+    sqlx::query(
+        "INSERT INTO tasks (id, kind, payload, status, created_at, updated_at) \
+         VALUES (?, 'echo', '{}', ?, ?, ?)",
+    )
+    .bind(id)
+    .bind(status)
+    .bind(created_at)
+    .bind(created_at)
     .execute(pool)
     .await
     .unwrap();
@@ -135,6 +150,101 @@ async fn sweep_deletes_only_old_finished_rows(url: &str) {
 
     pool.close().await;
     store.close().await;
+}
+
+/// Old tasks that ended go, in bounded batches; a task still pending or running stays however
+/// old, and so does a recent one that ended.
+async fn sweep_deletes_only_old_finished_tasks(url: &str) {
+    let (store, pool) = open(url).await;
+    let now = now_ms();
+    let (old, recent) = (now - 40 * DAY_MS, now - DAY_MS);
+    let before = now - 30 * DAY_MS;
+    for (id, status, at) in [
+        ("old-success", "SUCCESS", old),
+        ("old-failed", "FAILED", old),
+        ("old-success-2", "SUCCESS", old),
+        ("old-pending", "PENDING", old),
+        ("old-running", "RUNNING", old),
+        ("recent-success", "SUCCESS", recent),
+    ] {
+        task(&pool, id, status, at).await;
+    }
+
+    let first = store.sweep_finished_tasks(before, 2, 1).await.unwrap();
+    assert_eq!(first, (2, true), "one batch of two, and more left");
+    let rest = store.sweep_finished_tasks(before, 2, 100).await.unwrap();
+    assert_eq!(rest, (1, false));
+
+    let has_task = |id: &'static str| {
+        let pool = pool.clone();
+        async move { count(&pool, "SELECT COUNT(*) FROM tasks WHERE id = ?", id).await == 1 }
+    };
+    for gone in ["old-success", "old-failed", "old-success-2"] {
+        assert!(!has_task(gone).await, "{gone}");
+    }
+    for kept in ["old-pending", "old-running", "recent-success"] {
+        assert!(has_task(kept).await, "{kept}");
+    }
+    pool.close().await;
+    store.close().await;
+}
+
+/// Expired idempotency keys go in bounded batches, younger ones stay.
+async fn sweep_forgets_only_expired_keys(url: &str) {
+    let (store, _pool) = open(url).await;
+    for key in ["a", "b", "c"] {
+        store
+            .reserve_key(key, "fp", Duration::from_secs(60))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let before = now_ms();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    store
+        .reserve_key("young", "fp", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.sweep_expired_keys(before, 2, 1).await.unwrap(),
+        (2, true)
+    );
+    assert_eq!(
+        store.sweep_expired_keys(before, 2, 10).await.unwrap(),
+        (1, false)
+    );
+    let young = store
+        .reserve_key("young", "fp", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(young, Reservation::InFlight, "a young key stays");
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_sweep_forgets_only_expired_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    sweep_forgets_only_expired_keys(&url).await;
+}
+
+#[tokio::test]
+async fn mysql_sweep_forgets_only_expired_keys() {
+    let db = Database::create("key_retention").await;
+    sweep_forgets_only_expired_keys(&db.url()).await;
+}
+
+#[tokio::test]
+async fn sqlite_sweep_deletes_only_old_finished_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    sweep_deletes_only_old_finished_tasks(&url).await;
+}
+
+#[tokio::test]
+async fn mysql_sweep_deletes_only_old_finished_tasks() {
+    let db = Database::create("task_retention").await;
+    sweep_deletes_only_old_finished_tasks(&db.url()).await;
 }
 
 #[tokio::test]
