@@ -71,6 +71,13 @@ impl Mix {
         ..Mix::SEED
     };
 
+    /// [`Mix::WITH_TASKS`] without creating users: users are kept until deleted, like any
+    /// record of the domain, so a steady state (the soak's) reads and updates a fixed set.
+    pub const STEADY: Mix = Mix {
+        create: 0,
+        ..Mix::WITH_TASKS
+    };
+
     /// End-to-end tasks only.
     pub const TASKS_ONLY: Mix = Mix {
         cached_read: 0,

@@ -28,8 +28,8 @@ pub struct SoakArgs {
     #[arg(long, default_value_t = 500, help_heading = "Soak")]
     pub rate: usize,
 
-    /// The reference's --dedupe-retention and --idempotency-ttl for the run: short, so that
-    /// retention applies within it.
+    /// The reference's --dedupe-retention, --idempotency-ttl and --task-retention for the run:
+    /// short, so that retention applies within it.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5m", help_heading = "Soak")]
     pub retention: Duration,
 
@@ -37,8 +37,9 @@ pub struct SoakArgs {
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s", help_heading = "Soak")]
     pub sample_every: Duration,
 
-    /// Transaction weights: cached, after-write, list, create, submit, balance, e2e.
-    #[arg(long, default_value_t = Mix::WITH_TASKS, help_heading = "Workload")]
+    /// Transaction weights: cached, after-write, list, create, submit, balance, e2e. No
+    /// creates by default: users are kept until deleted, so they would grow by design.
+    #[arg(long, default_value_t = Mix::STEADY, help_heading = "Workload")]
     pub mix: Mix,
 
     #[command(flatten)]
@@ -195,6 +196,8 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<RunReport> {
         "--dedupe-retention".into(),
         retention.clone(),
         "--idempotency-ttl".into(),
+        retention.clone(),
+        "--task-retention".into(),
         retention,
     ]);
     let loaded = session.load(&spec).await?;
@@ -275,19 +278,43 @@ async fn sample(probe: Probe, every: Duration, duration: Duration) -> Vec<Series
     while started.elapsed() <= duration {
         tick.tick().await;
         let t = started.elapsed().as_secs_f64();
-        for (name, value) in probe.sample().await {
-            let unit = if name.starts_with("rows") || name == "outbox backlog" {
-                "rows"
-            } else {
-                "bytes"
-            };
+        let sampled = probe.sample().await;
+        eprintln!("{}", progress(t, duration, &sampled));
+        for (name, value) in sampled {
             series
                 .entry(name.clone())
-                .or_insert_with(|| Series::new(&name, "s", unit))
+                .or_insert_with(|| Series::new(&name, "s", unit(&name)))
                 .push(t, value);
         }
     }
     series.into_values().collect()
+}
+
+fn unit(name: &str) -> &'static str {
+    if name.starts_with("rows") || name == "outbox backlog" {
+        "rows"
+    } else {
+        "bytes"
+    }
+}
+
+/// One line of progress per sample, so a half-hour run shows how it goes.
+fn progress(t: f64, duration: Duration, sampled: &[(String, f64)]) -> String {
+    let mut sampled: Vec<&(String, f64)> = sampled.iter().collect();
+    // `/metrics` lists its series in no fixed order; lines that do are easier to follow.
+    sampled.sort_by(|a, b| a.0.cmp(&b.0));
+    let values: Vec<String> = sampled
+        .into_iter()
+        .map(|(name, v)| match unit(name) {
+            "rows" => format!("{name} {v:.0}"),
+            _ => format!("{name} {:.1} MB", v / 1e6),
+        })
+        .collect();
+    format!(
+        "soak {t:.0} s of {} s: {}",
+        duration.as_secs(),
+        values.join(", ")
+    )
 }
 
 #[cfg(test)]
@@ -328,6 +355,18 @@ mod tests {
             judge(&[alone]).validity,
             reports::Validity::Unknown,
             "the volume alone is not judged"
+        );
+    }
+
+    #[test]
+    fn progress_shows_each_sample_in_its_unit() {
+        let sampled = [
+            ("rows: deliveries".to_string(), 1234.0),
+            ("RSS api".to_string(), 52_400_000.0),
+        ];
+        assert_eq!(
+            progress(61.2, Duration::from_secs(1800), &sampled),
+            "soak 61 s of 1800 s: RSS api 52.4 MB, rows: deliveries 1234"
         );
     }
 
