@@ -10,7 +10,7 @@ use reference::{
 };
 use sqlx::AnyPool;
 
-use crate::stores::Database;
+use crate::stores::{on_mysql, on_sqlite};
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
@@ -91,8 +91,8 @@ async fn has_delivery(pool: &AnyPool, event: &str) -> bool {
 
 /// Old dedupe records and old delivered / given-up deliveries go, in bounded batches; recent
 /// rows and deliveries still owed stay, however old.
-async fn sweep_deletes_only_old_finished_rows(url: &str) {
-    let (store, pool) = open(url).await;
+async fn sweep_deletes_only_old_finished_rows(url: String) {
+    let (store, pool) = open(&url).await;
     let now = now_ms();
     let (old, recent) = (now - 10 * DAY_MS, now - DAY_MS);
     let before = now - 7 * DAY_MS;
@@ -154,8 +154,8 @@ async fn sweep_deletes_only_old_finished_rows(url: &str) {
 
 /// Old tasks that ended go, in bounded batches; a task still pending or running stays however
 /// old, and so does a recent one that ended.
-async fn sweep_deletes_only_old_finished_tasks(url: &str) {
-    let (store, pool) = open(url).await;
+async fn sweep_deletes_only_old_finished_tasks(url: String) {
+    let (store, pool) = open(&url).await;
     let now = now_ms();
     let (old, recent) = (now - 40 * DAY_MS, now - DAY_MS);
     let before = now - 30 * DAY_MS;
@@ -190,8 +190,8 @@ async fn sweep_deletes_only_old_finished_tasks(url: &str) {
 }
 
 /// Expired idempotency keys go in bounded batches, younger ones stay.
-async fn sweep_forgets_only_expired_keys(url: &str) {
-    let (store, _pool) = open(url).await;
+async fn sweep_forgets_only_expired_keys(url: String) {
+    let (store, _pool) = open(&url).await;
     for key in ["a", "b", "c"] {
         store
             .reserve_key(key, "fp", Duration::from_secs(60))
@@ -223,39 +223,30 @@ async fn sweep_forgets_only_expired_keys(url: &str) {
 
 #[tokio::test]
 async fn sqlite_sweep_forgets_only_expired_keys() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("store.db").display());
-    sweep_forgets_only_expired_keys(&url).await;
+    on_sqlite(sweep_forgets_only_expired_keys).await;
 }
 
 #[tokio::test]
 async fn mysql_sweep_forgets_only_expired_keys() {
-    let db = Database::create("key_retention").await;
-    sweep_forgets_only_expired_keys(&db.url()).await;
+    on_mysql("key_retention", sweep_forgets_only_expired_keys).await;
 }
 
 #[tokio::test]
 async fn sqlite_sweep_deletes_only_old_finished_tasks() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("store.db").display());
-    sweep_deletes_only_old_finished_tasks(&url).await;
+    on_sqlite(sweep_deletes_only_old_finished_tasks).await;
 }
 
 #[tokio::test]
 async fn mysql_sweep_deletes_only_old_finished_tasks() {
-    let db = Database::create("task_retention").await;
-    sweep_deletes_only_old_finished_tasks(&db.url()).await;
+    on_mysql("task_retention", sweep_deletes_only_old_finished_tasks).await;
 }
 
 #[tokio::test]
 async fn sqlite_sweep_deletes_only_old_finished_rows() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("store.db").display());
-    sweep_deletes_only_old_finished_rows(&url).await;
+    on_sqlite(sweep_deletes_only_old_finished_rows).await;
 }
 
 #[tokio::test]
 async fn mysql_sweep_deletes_only_old_finished_rows() {
-    let db = Database::create("retention").await;
-    sweep_deletes_only_old_finished_rows(&db.url()).await;
+    on_mysql("retention", sweep_deletes_only_old_finished_rows).await;
 }

@@ -1,6 +1,6 @@
 //! The other backends: MySQL/MariaDB as the store, Redis as cache and as the seed's SETNX filter.
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
 use reference::Mode;
 use serde_json::json;
@@ -62,6 +62,22 @@ impl Drop for Database {
         })
         .join();
     }
+}
+
+/// Runs `check` on a SQLite store of its own (a file in a temporary directory).
+pub(crate) async fn on_sqlite<F: Future<Output = ()>>(check: impl FnOnce(String) -> F) {
+    let dir = tempfile::tempdir().unwrap();
+    check(format!(
+        "sqlite://{}",
+        dir.path().join("store.db").display()
+    ))
+    .await;
+}
+
+/// Runs `check` on a MySQL database of its own, named after `tag`.
+pub(crate) async fn on_mysql<F: Future<Output = ()>>(tag: &str, check: impl FnOnce(String) -> F) {
+    let db = Database::create(tag).await;
+    check(db.url()).await;
 }
 
 /// Several processes share state through MySQL: an API and a worker on one database.

@@ -11,7 +11,7 @@ use reference::{
     store::{Abandoned, NewTask, Store},
 };
 
-use crate::stores::Database;
+use crate::stores::{on_mysql, on_sqlite};
 
 const LEASE: Duration = Duration::from_secs(60);
 
@@ -65,8 +65,8 @@ async fn undo(store: &Store, lease: &KeyLease, task: &NewTask, published: bool) 
         .unwrap()
 }
 
-async fn undo_paths(url: &str) {
-    let store = Store::connect(url, Duration::from_secs(10)).await.unwrap();
+async fn undo_paths(url: String) {
+    let store = Store::connect(&url, Duration::from_secs(10)).await.unwrap();
 
     let (task, outcome) = abandoned(&store, "untouched", false, false).await;
     assert_eq!(outcome, Abandoned::Undone);
@@ -105,12 +105,10 @@ async fn undo_paths(url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undoing_a_submission_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    undo_paths(&format!("sqlite://{}", dir.path().join("s.db").display())).await;
+    on_sqlite(undo_paths).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undoing_a_submission_on_mysql() {
-    let db = Database::create("undo").await;
-    undo_paths(&db.url()).await;
+    on_mysql("undo", undo_paths).await;
 }
