@@ -45,6 +45,17 @@ impl StoreKind {
     }
 }
 
+/// How the reference's processes are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Layout {
+    /// An API process and `--workers` worker processes (every store; MariaDB's deployment).
+    Separate,
+    /// The API process runs a worker too (`reference all`), plus `--workers` - 1 worker
+    /// processes: SQLite's one-process deployment, whose one writer no other process contends
+    /// with. Every guarantee is the same; only the processes differ.
+    Combined,
+}
+
 /// How end-to-end transactions learn a task ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum WaitBy {
@@ -70,9 +81,14 @@ pub struct Common {
     #[arg(long, value_enum, default_value_t = StoreKind::Sqlite, help_heading = "System under test")]
     pub store: StoreKind,
 
-    /// Worker processes of the reference (beside its API process).
+    /// Workers of the reference: worker processes beside its API process, or with
+    /// `--layout combined` counting the API's own.
     #[arg(long, default_value_t = 1, help_heading = "System under test")]
     pub workers: usize,
+
+    /// How the reference's processes are laid out.
+    #[arg(long, value_enum, default_value_t = Layout::Separate, help_heading = "System under test")]
+    pub layout: Layout,
 
     /// Extra flags for every reference process, e.g. "--cache off --publish confirm".
     #[arg(
@@ -211,6 +227,7 @@ impl Session {
         args.extend(extra.iter().cloned());
         ReferenceSpec {
             workers: self.common.workers,
+            combined: self.common.layout == Layout::Combined,
             store: self.common.store.harness(),
             redis: args
                 .windows(2)
@@ -227,8 +244,13 @@ impl Session {
             (Some(broker), _) => {
                 let dir = self.run.file(&format!("sut-{}", self.systems));
                 eprintln!(
-                    "starting the reference ({} workers, {} store{})",
+                    "starting the reference ({} workers{}, {} store{})",
                     spec.workers,
+                    if spec.combined {
+                        ", one in the API's process"
+                    } else {
+                        ""
+                    },
                     match spec.store {
                         Store::Sqlite => "sqlite",
                         Store::Mysql => "mysql",
@@ -299,6 +321,10 @@ impl Session {
                 sut.insert("broker".into(), broker.describe());
                 sut.insert("store".into(), self.common.store.name().into());
                 sut.insert("workers".into(), self.common.workers.to_string());
+                sut.insert(
+                    "layout".into(),
+                    format!("{:?}", self.common.layout).to_lowercase(),
+                );
                 sut.insert("args".into(), self.common.sut_args.clone());
             }
             (None, Some(host)) => {

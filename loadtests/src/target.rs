@@ -44,6 +44,8 @@ pub fn check_host(url: &str, allow_remote: bool) -> Result<(), TargetError> {
 #[derive(Debug, Clone)]
 pub struct ReferenceSpec {
     pub workers: usize,
+    /// The API process runs a worker too (`--layout combined`).
+    pub combined: bool,
     pub store: Store,
     /// Give it a Redis (for `--cache redis`).
     pub redis: bool,
@@ -76,6 +78,7 @@ impl Target {
         args.extend(spec.args.iter().cloned());
         let config = SutConfig {
             workers: spec.workers,
+            combined: spec.combined,
             args,
             store: spec.store.clone(),
             redis: spec.redis,

@@ -238,8 +238,7 @@ impl Experiment {
 
     /// The processes and links of the system this experiment starts.
     fn processes(&self) -> Vec<String> {
-        let workers = (0..self.sut.workers).map(|i| format!("worker-{i}"));
-        std::iter::once("api".to_string()).chain(workers).collect()
+        self.sut.process_names()
     }
 
     fn links(&self) -> Vec<String> {

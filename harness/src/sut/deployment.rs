@@ -120,6 +120,9 @@ impl Deployment {
         info.insert("retry_delays".into(), delays.join(","));
         if self.sut.is_some() {
             info.insert("workers".into(), config.workers.to_string());
+            if config.combined {
+                info.insert("layout".into(), "combined (the API runs a worker)".into());
+            }
             info.insert("args".into(), config.args.join(" "));
         }
         info

@@ -36,7 +36,11 @@ pub struct Backends {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SutConfig {
+    /// Workers in all, counting the API's own when `combined`.
     pub workers: usize,
+    /// The API process runs a worker too (`reference all`): SQLite's one-process deployment,
+    /// where no second process contends for the file's one writer.
+    pub combined: bool,
     /// Flags given to every process: strategy switches (`--dedupe none`), tuning.
     pub args: Vec<String>,
     /// Retry delays; short by default so that runs end quickly.
@@ -52,10 +56,20 @@ pub struct SutConfig {
     pub prefix: Option<String>,
 }
 
+impl SutConfig {
+    /// The names of the processes this configuration starts: the API first.
+    pub fn process_names(&self) -> Vec<String> {
+        let separate = self.workers - usize::from(self.combined && self.workers > 0);
+        let workers = (0..separate).map(|i| format!("worker-{i}"));
+        std::iter::once("api".to_string()).chain(workers).collect()
+    }
+}
+
 impl Default for SutConfig {
     fn default() -> Self {
         SutConfig {
             workers: 2,
+            combined: false,
             args: Vec::new(),
             retry_delays: vec![
                 Duration::from_millis(200),
@@ -143,12 +157,18 @@ impl ReferenceSut {
             dir,
             names: &names,
         };
-        let api = SutProcess::new("api", &binary, wiring.args("api", "api").await?, &logs)?;
+        if config.combined && config.workers == 0 {
+            return Err(SutError::Config(
+                "a combined API runs a worker: `workers` must be at least 1".into(),
+            ));
+        }
+        let process_names = config.process_names();
+        let api_mode = if config.combined { "all" } else { "api" };
+        let api = SutProcess::new("api", &binary, wiring.args(api_mode, "api").await?, &logs)?;
         api.start().await?;
-        let mut workers = Vec::with_capacity(config.workers);
-        for i in 0..config.workers {
-            let name = format!("worker-{i}");
-            let w = SutProcess::new(&name, &binary, wiring.args("worker", &name).await?, &logs)?;
+        let mut workers = Vec::with_capacity(process_names.len() - 1);
+        for name in &process_names[1..] {
+            let w = SutProcess::new(name, &binary, wiring.args("worker", name).await?, &logs)?;
             w.start().await?;
             workers.push(w);
         }
@@ -309,6 +329,19 @@ mod tests {
                 .port(),
             5672
         );
+    }
+
+    #[test]
+    fn a_combined_api_counts_as_a_worker() {
+        let mut c = SutConfig {
+            workers: 2,
+            ..SutConfig::default()
+        };
+        assert_eq!(c.process_names(), ["api", "worker-0", "worker-1"]);
+        c.combined = true;
+        assert_eq!(c.process_names(), ["api", "worker-0"]);
+        c.workers = 1;
+        assert_eq!(c.process_names(), ["api"]);
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub struct CompareArgs {
 
     /// Concurrent submitters of the pipeline measurement (closed loop: the submissions' P99 is
     /// at this concurrency).
-    #[arg(long, default_value_t = 16, help_heading = "Comparison")]
+    #[arg(long, default_value_t = 32, help_heading = "Comparison")]
     pub pipeline_connections: usize,
 
     /// Tasks (and raw messages) of each pipeline measurement.
