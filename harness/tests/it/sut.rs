@@ -89,6 +89,28 @@ async fn sut_processes_start_are_killed_paused_and_restarted() {
     sut.teardown().await.unwrap();
 }
 
+/// A combined API runs the worker in its own process: no worker process, and its tasks end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_combined_api_processes_its_own_tasks() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let config = SutConfig {
+        workers: 1,
+        combined: true,
+        via_links: false,
+        ..SutConfig::default()
+    };
+    let sut = ReferenceSut::start(&config, &backends(), None, dir.path())
+        .await
+        .unwrap();
+    assert!(sut.workers.is_empty(), "the API's process is the worker");
+    let c = Client::new(&sut.base_url(), None, Duration::from_secs(2));
+    let id = submit(&c, "combined").await;
+    assert!(wait_status(&c, &id, "SUCCESS", Duration::from_secs(20)).await);
+    sut.stop(Duration::from_secs(10)).await;
+    sut.teardown().await.unwrap();
+}
+
 /// A link fault reaches the running system: the API's broker link goes down (the outbox API
 /// keeps accepting, unready broker), comes back, and the backlog drains.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
