@@ -383,11 +383,7 @@ async fn sweep_retention(store: &Store, retention: &Retention) {
     let tasks = store.sweep_finished_tasks(cutoff(retention.tasks), batch, max);
     swept("tasks", "--task-retention", tasks.await);
     match store
-        .sweep_retention(
-            cutoff(retention.dedupe),
-            RETENTION_BATCH,
-            RETENTION_MAX_BATCHES,
-        )
+        .sweep_retention(cutoff(retention.dedupe), batch, max)
         .await
     {
         Ok(swept) => {

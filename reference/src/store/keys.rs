@@ -7,7 +7,7 @@ use super::{
     db::{Db, P},
     group::Op,
     tasks::{insert_task_rows, ms, NewTask},
-    Dialect, Store, StoreError,
+    Store, StoreError,
 };
 use crate::{
     idempotency::{KeyLease, Reservation, StoredResponse},
@@ -283,28 +283,6 @@ impl Op for CompleteKey {
     }
 }
 
-struct PurgeKeys {
-    before_ms: i64,
-    limit: u32,
-}
-
-impl Op for PurgeKeys {
-    type Out = u64;
-
-    /// MySQL takes LIMIT on DELETE; SQLite (as built here) only in a subquery.
-    async fn apply(&self, db: &mut dyn Db) -> Result<u64, StoreError> {
-        let sql = match db.dialect() {
-            Dialect::Sqlite => {
-                "DELETE FROM idempotency_keys WHERE idem_key IN \
-                 (SELECT idem_key FROM idempotency_keys WHERE created_at < ? LIMIT ?)"
-            }
-            Dialect::MySql => "DELETE FROM idempotency_keys WHERE created_at < ? LIMIT ?",
-        };
-        db.execute(sql, &[P::I(self.before_ms), P::I(i64::from(self.limit))])
-            .await
-    }
-}
-
 impl Store {
     /// Reserves an idempotency key for this request, or says why not.
     pub async fn reserve_key(
@@ -352,12 +330,6 @@ impl Store {
             response: response.clone(),
         })
         .await
-    }
-
-    /// Forgets up to `limit` keys created before `before_ms`, abandoned reservations included;
-    /// returns how many.
-    pub async fn purge_keys(&self, before_ms: i64, limit: u32) -> Result<u64, StoreError> {
-        self.write(PurgeKeys { before_ms, limit }).await
     }
 }
 

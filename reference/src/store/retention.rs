@@ -1,5 +1,5 @@
-//! Retention: deletes dedupe records, finished deliveries and finished tasks once they are old
-//! enough.
+//! Retention: deletes dedupe records, finished deliveries, finished tasks and expired
+//! idempotency keys once they are old enough.
 //!
 //! Every finished task leaves a `processed_messages` row (the dedupe record) and one or two
 //! `deliveries` rows, and the task itself; without this they would pile up forever. Rows go in
@@ -75,10 +75,8 @@ impl Store {
         batch: u32,
         max_batches: u32,
     ) -> Result<(u64, bool), StoreError> {
-        in_batches(batch, max_batches, |limit| {
-            self.purge_keys(before_ms, limit)
-        })
-        .await
+        self.delete_batches(before_ms, batch, max_batches, Table::ExpiredKeys)
+            .await
     }
 
     async fn delete_batches(
@@ -88,14 +86,21 @@ impl Store {
         max_batches: u32,
         table: Table,
     ) -> Result<(u64, bool), StoreError> {
-        in_batches(batch, max_batches, |limit| {
-            self.write(DeleteOld {
-                table,
-                before_ms,
-                limit,
-            })
-        })
-        .await
+        let mut total = 0;
+        for _ in 0..max_batches {
+            let n = self
+                .write(DeleteOld {
+                    table,
+                    before_ms,
+                    limit: batch,
+                })
+                .await?;
+            total += n;
+            if n < u64::from(batch) {
+                return Ok((total, false));
+            }
+        }
+        Ok((total, true))
     }
 
     /// Deletes up to `limit` dedupe records processed before `before_ms`.
@@ -106,6 +111,17 @@ impl Store {
     ) -> Result<u64, StoreError> {
         self.write(DeleteOld {
             table: Table::Processed,
+            before_ms,
+            limit,
+        })
+        .await
+    }
+
+    /// Forgets up to `limit` idempotency keys created before `before_ms`, abandoned
+    /// reservations included; returns how many.
+    pub async fn purge_keys(&self, before_ms: i64, limit: u32) -> Result<u64, StoreError> {
+        self.write(DeleteOld {
+            table: Table::ExpiredKeys,
             before_ms,
             limit,
         })
@@ -127,28 +143,6 @@ impl Store {
     }
 }
 
-/// Runs `delete(batch)` up to `max_batches` times, until one deletes less than a batch; the
-/// rows deleted and whether the last batch was full (more may be left).
-async fn in_batches<F, Fut>(
-    batch: u32,
-    max_batches: u32,
-    delete: F,
-) -> Result<(u64, bool), StoreError>
-where
-    F: Fn(u32) -> Fut,
-    Fut: std::future::Future<Output = Result<u64, StoreError>>,
-{
-    let mut total = 0;
-    for _ in 0..max_batches {
-        let n = delete(batch).await?;
-        total += n;
-        if n < u64::from(batch) {
-            return Ok((total, false));
-        }
-    }
-    Ok((total, true))
-}
-
 /// Which rows retention deletes.
 #[derive(Debug, Clone, Copy)]
 enum Table {
@@ -160,6 +154,8 @@ enum Table {
     /// Tasks in a final status, by when they were submitted (`created_at`, which never changes
     /// and is indexed: an index on `updated_at` would be rewritten at every status change).
     FinishedTasks,
+    /// Idempotency keys, by when they were reserved (`created_at`, indexed).
+    ExpiredKeys,
 }
 
 impl Table {
@@ -191,6 +187,12 @@ impl Table {
             (Table::FinishedTasks, Dialect::MySql) => format!(
                 "DELETE FROM tasks WHERE created_at < ? AND status IN {FINAL_TASK_STATUSES} LIMIT ?"
             ),
+            (Table::ExpiredKeys, Dialect::Sqlite) => "DELETE FROM idempotency_keys WHERE idem_key IN \
+                 (SELECT idem_key FROM idempotency_keys WHERE created_at < ? LIMIT ?)"
+                .into(),
+            (Table::ExpiredKeys, Dialect::MySql) => {
+                "DELETE FROM idempotency_keys WHERE created_at < ? LIMIT ?".into()
+            }
         }
     }
 }
