@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     checker::{Checker, Slo},
     final_state::FinalState,
-    history::{f, pairs, Op, OpType, NEMESIS},
+    history::{f, pairs, Op, OpType, Pair, NEMESIS},
     signals::Sample,
 };
 
@@ -131,16 +131,20 @@ impl Phase<'_> {
     }
 }
 
-/// `[from, to)` in history nanoseconds.
+/// The submissions invoked in `[from, to)` (history nanoseconds) and answered before
+/// `answered_by`: one still waiting when a fault began was judged by the fault, not by the phase.
 fn phase<'a>(
     name: &'static str,
     history: &[Op],
     samples: &'a [Sample],
     (from, to): (u64, u64),
+    answered_by: u64,
 ) -> Phase<'a> {
+    let answered_in_time = |p: &Pair<'_>| p.completion.is_none_or(|c| c.time_ns < answered_by);
     let ops: Vec<Op> = pairs(history)
         .into_iter()
         .filter(|p| p.invoke.f == f::SUBMIT && (from..to).contains(&p.invoke.time_ns))
+        .filter(answered_in_time)
         .flat_map(|p| std::iter::once(p.invoke).chain(p.completion))
         .cloned()
         .collect();
@@ -172,7 +176,8 @@ fn phase<'a>(
 }
 
 /// Before the first fault, and from `after_heal` past the last heal to the last submission.
-/// Without faults the whole run is one `before` phase.
+/// Without faults the whole run is one `before` phase. A fault may bite as soon as its injection
+/// is invoked, so `before` ends there; a heal holds only once it has completed.
 fn phases<'a>(history: &[Op], samples: &'a [Sample], after_heal: Duration) -> Vec<Phase<'a>> {
     let submits = || history.iter().filter(|o| o.f == f::SUBMIT);
     let (Some(first), Some(last)) = (
@@ -181,19 +186,40 @@ fn phases<'a>(history: &[Op], samples: &'a [Sample], after_heal: Duration) -> Ve
     ) else {
         return Vec::new();
     };
-    let nemesis = |name: &'static str| {
+    let nemesis = |name: &'static str, invoked: bool| {
         history
             .iter()
-            .filter(move |o| o.process == NEMESIS && o.f == name && o.kind != OpType::Invoke)
+            .filter(move |o| {
+                o.process == NEMESIS && o.f == name && (o.kind == OpType::Invoke) == invoked
+            })
             .map(|o| o.time_ns)
     };
-    let Some(first_fault) = nemesis(f::START_FAULT).min() else {
-        return vec![phase("before", history, samples, (first, last + 1))];
+    let Some(first_fault) = nemesis(f::START_FAULT, true).min() else {
+        return vec![phase(
+            "before",
+            history,
+            samples,
+            (first, last + 1),
+            u64::MAX,
+        )];
     };
-    let after = nemesis(f::STOP_FAULT).max().unwrap_or(u64::MAX - 1) + after_heal.as_nanos() as u64;
+    let healed = nemesis(f::STOP_FAULT, false).max().unwrap_or(u64::MAX - 1);
+    let after = healed.saturating_add(after_heal.as_nanos() as u64);
     vec![
-        phase("before", history, samples, (first, first_fault)),
-        phase("after", history, samples, (after, last.max(after) + 1)),
+        phase(
+            "before",
+            history,
+            samples,
+            (first, first_fault),
+            first_fault,
+        ),
+        phase(
+            "after",
+            history,
+            samples,
+            (after, last.max(after).saturating_add(1)),
+            u64::MAX,
+        ),
     ]
 }
 
@@ -380,6 +406,59 @@ mod tests {
             v.validity,
             reports::Validity::Unknown,
             "a later sample does not count"
+        );
+    }
+
+    /// Fast submissions every second but at `slow_at`, whose answer takes 3.9 s, around a fault
+    /// whose injection is invoked at 10 s and completes at 10.2 s, healed at 15 s.
+    fn slow_submission_near_a_fault(slow_at_ms: u64) -> Vec<Op> {
+        let h = History::new();
+        let mut times = Vec::new();
+        let mut submit = |at_ms: u64, took_ms: u64| {
+            let inv = h.invoke(Process::Client(0), f::SUBMIT, json!({}));
+            h.complete(&inv, OpType::Ok, json!({"status": 202}), None);
+            times.extend([at_ms, at_ms + took_ms]);
+        };
+        for s in (0..10).chain(18..28) {
+            submit(s * 1000, 5);
+        }
+        submit(slow_at_ms, 3900);
+        for (name, at_ms, took_ms) in [(f::START_FAULT, 10_000, 200), (f::STOP_FAULT, 15_000, 50)] {
+            let inv = h.invoke(NEMESIS, name, json!({}));
+            h.complete(&inv, OpType::Ok, json!({}), None);
+            times.extend([at_ms, at_ms + took_ms]);
+        }
+        let mut ops = h.ops();
+        for (op, ms) in ops.iter_mut().zip(times) {
+            op.time_ns = ms * 1_000_000;
+        }
+        ops
+    }
+
+    /// A submission the fault slowed is the fault's, even when it began while the injection was
+    /// still being applied (seen: a store link cut stalled requests invoked 0.1 s after the
+    /// injection began, before it completed) or before it.
+    #[test]
+    fn the_before_phase_ends_when_a_fault_begins_to_be_injected() {
+        let steady = SteadyState {
+            probes: vec![
+                Probe::ErrorRate { max: 0.01 },
+                Probe::P99 { max_ms: 2000.0 },
+            ],
+            after_heal: Duration::from_secs(3),
+        };
+        for slow_at_ms in [10_100, 9_500] {
+            let (results, v) = judge(&steady, &slow_submission_near_a_fault(slow_at_ms), &[]);
+            assert_eq!(v.validity, reports::Validity::Valid, "{results:?}");
+            assert_eq!(v.counts["held"], 4, "{results:?}");
+        }
+        let (results, v) = judge(&steady, &slow_submission_near_a_fault(5_000), &[]);
+        assert_eq!(v.validity, reports::Validity::Invalid, "{results:?}");
+        assert!(
+            results
+                .iter()
+                .any(|r| r.phase == "before" && r.probe == "p99" && r.held == Some(false)),
+            "{results:?}"
         );
     }
 
