@@ -49,7 +49,7 @@ pub fn table(cells: &[MatrixCell]) -> String {
         (SEED_MTTR_S.1 / 60.0).floor(),
         SEED_MTTR_S.1 % 60.0,
         ours.map_or("not run".into(), |c| shown(Some(c))),
-        " |".repeat(strategies.len().saturating_sub(1).max(1))
+        " |".repeat(strategies.len())
     );
     for e in experiments {
         let row: Vec<String> = strategies
@@ -109,5 +109,7 @@ mod tests {
         assert!(lines[2].contains("3.0 s / 6.0 s"), "{t}");
         assert_eq!(lines[4], "| worker-kill | 1.2 s / 2.4 s | 0.9 s / 1.8 s |");
         assert_eq!(lines.len(), 5);
+        let columns = |l: &str| l.matches('|').count();
+        assert!(lines.iter().all(|l| columns(l) == columns(lines[0])), "{t}");
     }
 }
