@@ -221,9 +221,9 @@ mod tests {
         a_fill_that_raced_an_invalidation_is_dropped(&cache, 1).await;
     }
 
-    /// Against the Redis at `REDIS_URL` (default 127.0.0.1:6379), under a unique prefix.
-    #[tokio::test]
-    async fn redis_cache_drops_a_stale_fill() {
+    /// A Redis cache against `REDIS_URL` (default 127.0.0.1:6379), under a unique prefix; its
+    /// connection and prefix are returned for [`forget`].
+    async fn redis_cache() -> (UserCache, redis::aio::ConnectionManager, String) {
         let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
         let client = redis::Client::open(url).unwrap();
         let conn = redis::aio::ConnectionManager::new(client).await.unwrap();
@@ -234,12 +234,37 @@ mod tests {
             Some(conn.clone()),
             &prefix,
         );
+        (cache, conn, prefix)
+    }
+
+    /// Deletes what the test left in Redis for users `ids`.
+    async fn forget(conn: &redis::aio::ConnectionManager, prefix: &str, ids: &[i64]) {
+        let mut cleanup = redis::cmd("DEL");
+        for &id in ids {
+            cleanup
+                .arg(UserCache::key(prefix, id))
+                .arg(UserCache::generation_key(prefix, id));
+        }
+        let _: Option<i64> = redis_call(conn, &cleanup, "cleanup").await;
+    }
+
+    #[tokio::test]
+    async fn redis_cache_drops_a_stale_fill() {
+        let (cache, conn, prefix) = redis_cache().await;
         a_fill_that_raced_an_invalidation_is_dropped(&cache, 7).await;
-        let cleanup = redis::cmd("DEL")
-            .arg(UserCache::key(&prefix, 7))
-            .arg(UserCache::generation_key(&prefix, 7))
-            .clone();
-        let _: Option<i64> = redis_call(&conn, &cleanup, "cleanup").await;
+        forget(&conn, &prefix, &[7]).await;
+    }
+
+    /// Redis keeps a generation per user, so a write to one user does not cost another user's
+    /// concurrent read its fill (the hit rate of every other user under a stream of updates).
+    #[tokio::test]
+    async fn redis_invalidation_drops_only_that_users_fills() {
+        let (cache, conn, prefix) = redis_cache().await;
+        let ticket = cache.ticket(8).await;
+        cache.invalidate(9).await;
+        cache.fill(8, &user(8, "Bo"), ticket).await;
+        assert_eq!(cache.get(8).await, Some(user(8, "Bo")));
+        forget(&conn, &prefix, &[8, 9]).await;
     }
 
     #[tokio::test]
