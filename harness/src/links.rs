@@ -130,9 +130,16 @@ impl Links {
 
     /// Creates link `name` to `upstream`; returns the address to connect through.
     pub async fn create(&self, name: &str, upstream: SocketAddr) -> Result<SocketAddr, LinkError> {
+        // A port of the harness's own, not the kernel's: a link that is down stops listening,
+        // and must find its port still free when it comes up.
+        let port = crate::infra::free_port().map_err(|e| LinkError::Refused {
+            action: "create".into(),
+            link: name.into(),
+            reason: e.to_string(),
+        })?;
         let pack = ProxyPack::new(
             name.to_string(),
-            "127.0.0.1:0".to_string(),
+            format!("127.0.0.1:{port}"),
             upstream.to_string(),
         );
         let created = self

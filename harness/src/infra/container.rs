@@ -16,7 +16,7 @@
 //! `scripts/docker.sh` serves podman's compatible API instead.
 
 use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -507,8 +507,7 @@ fn split_image(image: &str) -> (&str, &str) {
     }
 }
 
-/// Loopback ports for one broker, distinct from each other; the kernel hands out ephemeral
-/// ports, so never 5672 or 25672.
+/// Loopback ports for one broker, distinct from each other and from the machine broker's.
 struct Ports {
     amqp: u16,
     dist: u16,
@@ -517,19 +516,11 @@ struct Ports {
 }
 
 fn free_ports() -> io::Result<Ports> {
-    // Holding all listeners until every port is known keeps the four distinct.
-    let listeners = (0..4)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<io::Result<Vec<_>>>()?;
-    let ports = listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect::<io::Result<Vec<_>>>()?;
     Ok(Ports {
-        amqp: ports[0],
-        dist: ports[1],
-        prometheus: ports[2],
-        management: ports[3],
+        amqp: super::free_port()?,
+        dist: super::free_port()?,
+        prometheus: super::free_port()?,
+        management: super::free_port()?,
     })
 }
 

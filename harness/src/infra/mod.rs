@@ -13,12 +13,31 @@ use std::{path::Path, sync::Arc};
 
 use serde::{Deserialize, Serialize};
 
-/// A port on 127.0.0.1 that was free a moment ago (a server started on it may still lose it
-/// to another process).
+/// A port on 127.0.0.1 for a server the harness starts or a link it creates: free now, never
+/// handed out before by this process, and below Linux's ephemeral range (32768+). In that range
+/// listeners on port 0 and outgoing connections take ports at any moment: a reference process
+/// once lost the port it was given there to another test's link before it could bind it.
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    use std::{collections::BTreeSet, net::TcpListener, sync::Mutex};
+    const RANGE: std::ops::Range<u16> = 20000..32000;
+    // The machine broker's distribution and management ports, bound or not.
+    const RESERVED: [u16; 3] = [25672, 15672, 15692];
+    static TAKEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut taken = TAKEN.lock().expect("ports lock");
+    for _ in 0..1000 {
+        let port = rand::random_range(RANGE);
+        if RESERVED.contains(&port) || taken.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            taken.insert(port);
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrNotAvailable,
+        format!("no free loopback port in {RANGE:?}"),
+    ))
 }
 
 /// Which broker a run wants.
@@ -164,5 +183,32 @@ fn redact(url: &str) -> String {
             u.to_string()
         }
         _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel's ephemeral range, `low high`.
+    fn ephemeral_range() -> (u16, u16) {
+        let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+        let mut bounds = text.split_whitespace().map(|n| n.parse().unwrap());
+        (bounds.next().unwrap(), bounds.next().unwrap())
+    }
+
+    #[test]
+    fn free_ports_are_distinct_and_outside_the_kernels_ephemeral_range() {
+        let (low, high) = ephemeral_range();
+        let ports: Vec<u16> = (0..200).map(|_| free_port().unwrap()).collect();
+        let distinct: std::collections::BTreeSet<_> = ports.iter().collect();
+        assert_eq!(distinct.len(), ports.len(), "a port handed out twice");
+        for p in ports {
+            assert!(
+                p < low || p > high,
+                "{p} is in the ephemeral range {low}-{high}"
+            );
+            assert!(![5672, 15672, 15692, 25672].contains(&p));
+        }
     }
 }

@@ -1,9 +1,7 @@
 //! One private RabbitMQ node and the faults on it.
 
 use std::{
-    collections::BTreeSet,
     fs,
-    net::TcpListener,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::Stdio,
@@ -168,9 +166,9 @@ impl Node {
         let short = format!("h{index}-{}-{seq}", std::process::id());
         let node = Node {
             name: format!("{short}@localhost"),
-            port: ports::take()?,
-            dist_port: ports::take()?,
-            metrics_port: ports::take()?,
+            port: free_port()?,
+            dist_port: free_port()?,
+            metrics_port: free_port()?,
             dist_source: opts.dist_source,
             dir: base.join(&short),
             proc: Mutex::new(None),
@@ -707,6 +705,10 @@ fn first_lines(text: &str, n: usize) -> String {
     out
 }
 
+fn free_port() -> Result<u16, RabbitError> {
+    crate::infra::free_port().map_err(|_| RabbitError::NoFreePort)
+}
+
 fn write(path: &Path, text: &str) -> Result<(), RabbitError> {
     fs::write(path, text).map_err(io_error("cannot write", path))
 }
@@ -714,33 +716,4 @@ fn write(path: &Path, text: &str) -> Result<(), RabbitError> {
 fn io_error(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RabbitError {
     let path = path.to_path_buf();
     move |source| RabbitError::Io { what, path, source }
-}
-
-/// Free loopback ports for nodes.
-mod ports {
-    use super::*;
-
-    /// Below Linux's ephemeral range (32768+), where outgoing connections and the CLI's own
-    /// distribution listeners (35672–35682) take ports at any time, so a port found free here
-    /// most likely stays free until the VM binds it a second later.
-    const RANGE: std::ops::Range<u16> = 20000..32000;
-    /// The machine broker's distribution and management ports.
-    const RESERVED: [u16; 3] = [25672, 15672, 15692];
-
-    /// A port free on 127.0.0.1 and not handed out before by this process.
-    pub(super) fn take() -> Result<u16, RabbitError> {
-        static TAKEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-        let mut taken = TAKEN.lock().expect("ports lock");
-        for _ in 0..1000 {
-            let port = rand::random_range(RANGE);
-            if RESERVED.contains(&port) || taken.contains(&port) {
-                continue;
-            }
-            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-                taken.insert(port);
-                return Ok(port);
-            }
-        }
-        Err(RabbitError::NoFreePort)
-    }
 }
