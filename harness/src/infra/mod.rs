@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 
 /// A port on 127.0.0.1 for a server the harness starts or a link it creates: free now, never
 /// handed out before by this process, and below Linux's ephemeral range (32768+). In that range
-/// listeners on port 0 and outgoing connections take ports at any moment: a reference process
-/// once lost the port it was given there to another test's link before it could bind it.
+/// listeners on port 0 and outgoing connections take ports at any moment, and port 0 itself
+/// hands a released port out again: a reference process once found the port it was given there
+/// taken before it could bind it.
 pub fn free_port() -> std::io::Result<u16> {
     use std::{collections::BTreeSet, net::TcpListener, sync::Mutex};
     const RANGE: std::ops::Range<u16> = 20000..32000;
