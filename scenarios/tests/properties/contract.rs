@@ -44,9 +44,8 @@ async fn existing_ids(base: &str, token: Option<&str>) -> BTreeMap<String, Vec<S
     };
     let mut users = Vec::new();
     let mut tasks = Vec::new();
-    for i in 0..3 {
-        let email = format!("c{i}-{}@contract.test", uuid::Uuid::new_v4().simple());
-        let res: Value = post("/api/v1/users", json!({"name": "Contract", "email": email}))
+    for _ in 0..3 {
+        let res: Value = post("/api/v1/users", user(&fresh_email("existing")))
             .send()
             .await
             .expect("user")
