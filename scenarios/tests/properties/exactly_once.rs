@@ -150,7 +150,7 @@ impl Case<'_> {
             .collect();
         let cuts: Vec<Fault> = links.map(|link| Fault::LinkDown { link }).collect();
         let fail = |e: harness::nemesis::NemesisError| TestCaseError::fail(e.to_string());
-        self.drained(holds.len() as u32).await;
+        self.drained().await;
         for hold in &holds {
             nemesis.start(hold).await.map_err(fail)?;
         }
@@ -170,7 +170,7 @@ impl Case<'_> {
                 "a lost-ack step's credit did not succeed within 10 s while its ack was held",
             ));
         }
-        self.drained(cuts.len() as u32).await;
+        self.drained().await;
         Ok(())
     }
 
@@ -187,12 +187,13 @@ impl Case<'_> {
         false
     }
 
-    /// Waits until `workers` consume the task queue and it is empty, then a moment for the
+    /// Waits until every worker consumes the task queue and it is empty, then a moment for the
     /// deliveries in hand (a slow task holds a slot under 400 ms) to finish and be acked: the
     /// final read, which cannot see unacknowledged messages, must not read the balance before
     /// a redelivered copy was processed, and a lost-ack step must not hold acks of earlier
     /// copies, which would fill the workers' prefetch and keep its own credit from them.
-    async fn drained(&self, workers: u32) {
+    async fn drained(&self) {
+        let workers = self.world.sut().workers.len() as u32;
         let queue = self.world.sut().names.task_queue();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
